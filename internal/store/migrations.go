@@ -1,0 +1,64 @@
+package store
+
+// migrations is the ordered schema history. Never edit a migration that has
+// shipped; append a new one. Times are unix nanoseconds; JSON columns hold
+// small maps and lists.
+var migrations = []string{
+	// 1: apps, sandboxes, secrets, layers and images.
+	`
+CREATE TABLE apps (
+	name       TEXT PRIMARY KEY,
+	created_at INTEGER NOT NULL
+);
+
+CREATE TABLE sandboxes (
+	id            TEXT PRIMARY KEY,
+	app           TEXT NOT NULL REFERENCES apps(name),
+	name          TEXT NOT NULL DEFAULT '',
+	image_ref     TEXT NOT NULL,
+	image_id      TEXT NOT NULL,
+	spec_json     TEXT NOT NULL,   -- the create request, secret values excluded
+	tags_json     TEXT NOT NULL DEFAULT '{}',
+	state         TEXT NOT NULL,   -- creating | running | finished
+	finish_reason TEXT NOT NULL DEFAULT '',
+	exit_code     INTEGER NOT NULL DEFAULT 0,
+	error         TEXT NOT NULL DEFAULT '',
+	runtime_json  TEXT NOT NULL DEFAULT '{}', -- engine and network details needed to find it again
+	created_at    INTEGER NOT NULL,
+	started_at    INTEGER NOT NULL DEFAULT 0,
+	finished_at   INTEGER NOT NULL DEFAULT 0,
+	deadline      INTEGER NOT NULL DEFAULT 0
+);
+-- a name is unique among the sandboxes of an app that have not finished
+CREATE UNIQUE INDEX sandboxes_live_name ON sandboxes(app, name) WHERE name != '' AND state != 'finished';
+CREATE INDEX sandboxes_state ON sandboxes(state);
+
+CREATE TABLE secrets (
+	name        TEXT PRIMARY KEY,
+	values_json TEXT NOT NULL,
+	created_at  INTEGER NOT NULL
+);
+
+CREATE TABLE layers (
+	digest     TEXT PRIMARY KEY,  -- sha256:<hex> of the layer's uncompressed tar
+	size       INTEGER NOT NULL,  -- bytes of the tar
+	created_at INTEGER NOT NULL
+);
+
+CREATE TABLE images (
+	id          TEXT PRIMARY KEY, -- im-<hex>
+	layers_json TEXT NOT NULL,    -- ordered digests, lowest first
+	config_json TEXT NOT NULL,    -- env, workdir, entrypoint defaults
+	source      TEXT NOT NULL DEFAULT '',
+	size        INTEGER NOT NULL DEFAULT 0,
+	created_at  INTEGER NOT NULL,
+	last_used   INTEGER NOT NULL DEFAULT 0,
+	expires_at  INTEGER NOT NULL DEFAULT 0 -- 0: never
+);
+
+CREATE TABLE image_names (
+	name     TEXT PRIMARY KEY,    -- e.g. busybox, debian-slim
+	image_id TEXT NOT NULL REFERENCES images(id)
+);
+`,
+}
