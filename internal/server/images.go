@@ -1,0 +1,46 @@
+package server
+
+import (
+	"context"
+	"time"
+
+	"connectrpc.com/connect"
+
+	pb "github.com/sandboxd/sandboxd/api/gen/sandboxd/v1"
+)
+
+// ImageView is an image as the API shows it.
+type ImageView struct {
+	ID        string
+	Names     []string
+	Layers    []string
+	Size      int64
+	CreatedAt time.Time
+	Source    string
+}
+
+type imageService struct{ s *Server }
+
+func imageToPB(v ImageView) *pb.Image {
+	return &pb.Image{Id: v.ID, Names: v.Names, Layers: v.Layers, SizeBytes: v.Size, CreatedAt: ts(v.CreatedAt), Source: v.Source}
+}
+
+func (h *imageService) ListImages(ctx context.Context, req *connect.Request[pb.ListImagesRequest]) (*connect.Response[pb.ListImagesResponse], error) {
+	list, err := h.s.Images.ListImages(ctx)
+	if err != nil {
+		return nil, toRPC(err)
+	}
+	out := &pb.ListImagesResponse{}
+	for _, v := range list {
+		out.Images = append(out.Images, imageToPB(v))
+	}
+	return connect.NewResponse(out), nil
+}
+
+func (h *imageService) GetImage(ctx context.Context, req *connect.Request[pb.GetImageRequest]) (*connect.Response[pb.GetImageResponse], error) {
+	v, err := h.s.Images.GetImage(ctx, req.Msg.Ref)
+	if err != nil {
+		return nil, toRPC(err)
+	}
+	return connect.NewResponse(&pb.GetImageResponse{Image: imageToPB(v)}), nil
+}

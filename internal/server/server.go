@@ -1,0 +1,121 @@
+// Package server serves sandboxd's public API over ConnectRPC: it decodes and
+// checks requests, calls the domain packages, and maps their error classes to
+// RPC codes. Only cmd/sandboxd imports it.
+package server
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"net/http"
+
+	"connectrpc.com/connect"
+
+	"github.com/sandboxd/sandboxd/api/gen/sandboxd/v1/sandboxdv1connect"
+	"github.com/sandboxd/sandboxd/internal/errdefs"
+	"github.com/sandboxd/sandboxd/internal/sandbox"
+	"github.com/sandboxd/sandboxd/internal/secret"
+)
+
+// ImageLister is what the image service needs.
+type ImageLister interface {
+	ListImages(ctx context.Context) ([]ImageView, error)
+	GetImage(ctx context.Context, ref string) (ImageView, error)
+}
+
+// Server holds the services' collaborators.
+type Server struct {
+	Sandboxes *sandbox.Manager
+	Secrets   *secret.Store
+	Images    ImageLister
+	Token     string
+}
+
+// Handler returns the HTTP handler of every service, behind bearer-token auth.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	opts := connect.WithInterceptors(authInterceptor(s.Token))
+	mux.Handle(sandboxdv1connect.NewSandboxServiceHandler(&sandboxService{s}, opts))
+	mux.Handle(sandboxdv1connect.NewExecServiceHandler(&execService{s}, opts))
+	mux.Handle(sandboxdv1connect.NewSecretServiceHandler(&secretService{s}, opts))
+	mux.Handle(sandboxdv1connect.NewImageServiceHandler(&imageService{s}, opts))
+	return mux
+}
+
+func authInterceptor(token string) connect.Interceptor {
+	return &auth{want: []byte("Bearer " + token)}
+}
+
+type auth struct{ want []byte }
+
+func (a *auth) check(h http.Header) error {
+	if subtle.ConstantTimeCompare([]byte(h.Get("Authorization")), a.want) != 1 {
+		return connect.NewError(connect.CodeUnauthenticated, errors.New("missing or wrong bearer token"))
+	}
+	return nil
+}
+
+func (a *auth) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		if err := a.check(req.Header()); err != nil {
+			return nil, err
+		}
+		return next(ctx, req)
+	}
+}
+
+func (a *auth) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (a *auth) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		if err := a.check(conn.RequestHeader()); err != nil {
+			return err
+		}
+		return next(ctx, conn)
+	}
+}
+
+// toRPC maps an error of the domain to an RPC error, keeping its message.
+// Errors that already carry an RPC code (from the agent) keep it.
+func toRPC(err error) error {
+	if err == nil {
+		return nil
+	}
+	var ce *connect.Error
+	if errors.As(err, &ce) {
+		return err
+	}
+	if errors.Is(err, context.Canceled) {
+		return connect.NewError(connect.CodeCanceled, err)
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return connect.NewError(connect.CodeDeadlineExceeded, err)
+	}
+	code := connect.CodeInternal
+	switch errdefs.Class(err) {
+	case errdefs.ErrNotFound:
+		code = connect.CodeNotFound
+	case errdefs.ErrAlreadyExists:
+		code = connect.CodeAlreadyExists
+	case errdefs.ErrInvalidArgument:
+		code = connect.CodeInvalidArgument
+	case errdefs.ErrFailedPrecondition:
+		code = connect.CodeFailedPrecondition
+	case errdefs.ErrResourceExhausted:
+		code = connect.CodeResourceExhausted
+	case errdefs.ErrUnavailable:
+		code = connect.CodeUnavailable
+	case errdefs.ErrPermissionDenied:
+		code = connect.CodePermissionDenied
+	case errdefs.ErrExpired:
+		// An expired object is a precondition that no longer holds.
+		code = connect.CodeFailedPrecondition
+	case errdefs.ErrDeadlineExceeded:
+		code = connect.CodeDeadlineExceeded
+	case errdefs.ErrCanceled:
+		code = connect.CodeCanceled
+	}
+	return connect.NewError(code, err)
+}
