@@ -1,16 +1,25 @@
 GO ?= go
 BIN := bin
 
-.PHONY: all build up test bench proto clean
+.PHONY: all deps build up down test bench proto clean
 
 all: build
+
+# Debian packages, pinned static runsc, kernel limits (root; idempotent).
+deps:
+	./scripts/deps.sh
 
 build:
 	./scripts/build.sh
 
+# deps + build + base images + start sandboxd in the background.
 up:
 	./scripts/up.sh
 
+down:
+	./scripts/down.sh
+
+# deps + build + go vet + go test + leak check (what CI runs).
 test:
 	./scripts/test.sh
 

@@ -3,8 +3,7 @@ package sandbox
 import (
 	"context"
 	"encoding/json"
-
-	"connectrpc.com/connect"
+	"syscall"
 
 	agentv1 "github.com/sandboxd/sandboxd/api/gen/agent/v1"
 )
@@ -71,11 +70,10 @@ type Provisioner interface {
 	Sweep(ctx context.Context, keep []Handle) error
 }
 
-// ExecStream is a stream of events of one exec.
+// ExecStream is a stream of events of one exec. Recv returns io.EOF after
+// the Exited event; any other error means the stream broke (the exec goes on).
 type ExecStream interface {
-	Receive() bool
-	Msg() *agentv1.ExecEvent
-	Err() error
+	Recv() (*agentv1.ExecEvent, error)
 	Close() error
 }
 
@@ -84,14 +82,13 @@ type ExecStream interface {
 type AgentConn interface {
 	WaitReady(ctx context.Context) error
 	Exec(ctx context.Context, req *agentv1.ExecRequest) (ExecStream, error)
-	WriteStdin(ctx context.Context, req *agentv1.WriteStdinRequest) (*agentv1.WriteStdinResponse, error)
-	Signal(ctx context.Context, req *agentv1.SignalRequest) error
-	Close() error
+	// WriteStdin writes data at offset and returns the next offset.
+	WriteStdin(ctx context.Context, execID string, offset int64, data []byte, close bool) (int64, error)
+	Signal(ctx context.Context, execID string, sig syscall.Signal) error
+	Close()
 }
 
 // AgentDialer makes AgentConns.
 type AgentDialer interface {
 	Dial(addr, token string) (AgentConn, error)
 }
-
-var _ ExecStream = (*connect.ServerStreamForClient[agentv1.ExecEvent])(nil)

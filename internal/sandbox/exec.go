@@ -4,6 +4,7 @@ import (
 	"context"
 	"path"
 	"regexp"
+	"syscall"
 
 	agentv1 "github.com/sandboxd/sandboxd/api/gen/agent/v1"
 	"github.com/sandboxd/sandboxd/internal/agent"
@@ -110,11 +111,7 @@ func (m *Manager) WriteStdin(ctx context.Context, sandboxID, execID string, offs
 	if err != nil {
 		return 0, err
 	}
-	resp, err := l.agent.WriteStdin(ctx, &agentv1.WriteStdinRequest{ExecId: execID, Offset: offset, Data: data, Close: close})
-	if err != nil {
-		return 0, err
-	}
-	return resp.NextOffset, nil
+	return l.agent.WriteStdin(ctx, execID, offset, data, close)
 }
 
 // Signal sends a signal to an exec's process group.
@@ -126,7 +123,7 @@ func (m *Manager) Signal(ctx context.Context, sandboxID, execID string, sig int3
 	if err != nil {
 		return err
 	}
-	return l.agent.Signal(ctx, &agentv1.SignalRequest{ExecId: execID, Signal: sig})
+	return l.agent.Signal(ctx, execID, syscall.Signal(sig))
 }
 
 // ExplainAgentError turns an error from a sandbox's agent into what the caller

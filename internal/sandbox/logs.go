@@ -108,8 +108,12 @@ func (m *Manager) follow(ctx context.Context, l *live) {
 			ExecId: agent.EntrypointExecID, AttachOnly: true, StdoutOffset: outOff, StderrOffset: errOff,
 		})
 		if err == nil {
-			for stream.Receive() {
-				ev := stream.Msg()
+			for {
+				var ev *agentv1.ExecEvent
+				ev, err = stream.Recv()
+				if err != nil {
+					break
+				}
 				switch e := ev.Event.(type) {
 				case *agentv1.ExecEvent_Stdout:
 					err = l.logs.append(false, e.Stdout.Offset, e.Stdout.Data)
@@ -124,9 +128,6 @@ func (m *Manager) follow(ctx context.Context, l *live) {
 					log.Error("write entrypoint log", "err", err)
 					break
 				}
-			}
-			if err == nil {
-				err = stream.Err()
 			}
 			stream.Close()
 		}

@@ -433,3 +433,10 @@ func mergeEnv(base []string, env, secrets map[string]string) []string {
 	return out
 }
 
+
+// LiveCount returns how many sandboxes are running.
+func (m *Manager) LiveCount() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.live)
+}

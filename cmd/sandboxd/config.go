@@ -1,0 +1,79 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/pflag"
+)
+
+// Config is the daemon's whole configuration, parsed once from flags.
+type Config struct {
+	DataDir      string
+	Listen       string
+	RunscPath    string
+	AgentBin     string
+	NetworkCIDR  string
+	IfPrefix     string
+	DefaultImage string
+	CacheDir     string
+	Mirror       string
+	Debug        bool
+	NoBaseBuild  bool
+}
+
+// AddFlags registers the flags.
+func (c *Config) AddFlags(f *pflag.FlagSet) {
+	f.StringVar(&c.DataDir, "data-dir", "/var/lib/sandboxd", "where sandboxd keeps its metadata, images and sandboxes")
+	f.StringVar(&c.Listen, "listen", "127.0.0.1:7423", "address of the API (loopback unless you mean otherwise)")
+	f.StringVar(&c.RunscPath, "runsc", "", "the runsc binary (default: runsc on PATH)")
+	f.StringVar(&c.AgentBin, "agent", "", "the static sandbox-agent binary (default: sandbox-agent beside this binary)")
+	f.StringVar(&c.NetworkCIDR, "network-cidr", "10.211.0.0/16", "address pool of the sandboxes' links to the host (one /30 each)")
+	f.StringVar(&c.IfPrefix, "if-prefix", "sbx", "prefix of the sandboxes' host links and namespaces (1-7 lowercase letters or digits)")
+	f.StringVar(&c.DefaultImage, "default-image", "debian-slim", "image of sandboxes created without one")
+	f.StringVar(&c.CacheDir, "cache-dir", "/var/cache/sandboxd", "cache of built base images, shared by data directories")
+	f.StringVar(&c.Mirror, "debian-mirror", "", "Debian mirror for the debian-slim image (default: the host's apt sources)")
+	f.BoolVar(&c.Debug, "debug", false, "debug logging, runsc debug logs under DATA/logs/runsc")
+	f.BoolVar(&c.NoBaseBuild, "no-base-build", false, "serve: do not build missing base images at start-up")
+}
+
+func (c *Config) validate() error {
+	abs, err := filepath.Abs(c.DataDir)
+	if err != nil {
+		return err
+	}
+	c.DataDir = abs
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return fmt.Errorf("--listen %q: %w", c.Listen, err)
+	}
+	if c.AgentBin == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		c.AgentBin = filepath.Join(filepath.Dir(exe), "sandbox-agent")
+	}
+	if _, err := os.Stat(c.AgentBin); err != nil {
+		return fmt.Errorf("agent binary: %w (build it with scripts/build.sh, or pass --agent)", err)
+	}
+	if c.RunscPath == "" {
+		p, err := lookRunsc()
+		if err != nil {
+			return err
+		}
+		c.RunscPath = p
+	}
+	return nil
+}
+
+func lookRunsc() (string, error) {
+	for _, dir := range filepath.SplitList(os.Getenv("PATH") + ":/usr/local/bin:/usr/bin") {
+		p := filepath.Join(dir, "runsc")
+		if st, err := os.Stat(p); err == nil && st.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("runsc not found on PATH (install it with scripts/deps.sh, or pass --runsc)")
+}
