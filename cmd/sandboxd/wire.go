@@ -154,4 +154,3 @@ func (a agentConn) Signal(ctx context.Context, id string, sig syscall.Signal) er
 }
 
 func (a agentConn) Close() { a.c.Close() }
-

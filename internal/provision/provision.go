@@ -342,4 +342,3 @@ func writeFileSync(path string, data []byte, mode os.FileMode) error {
 	}
 	return os.Rename(tmp, path)
 }
-

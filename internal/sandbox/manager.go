@@ -433,7 +433,6 @@ func mergeEnv(base []string, env, secrets map[string]string) []string {
 	return out
 }
 
-
 // LiveCount returns how many sandboxes are running.
 func (m *Manager) LiveCount() int {
 	m.mu.Lock()

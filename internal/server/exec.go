@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"io"
 
 	"connectrpc.com/connect"
 
@@ -23,9 +24,16 @@ func (h *execService) Exec(ctx context.Context, req *connect.Request[pb.ExecRequ
 		return toRPC(err)
 	}
 	defer as.Close()
-	for as.Receive() {
+	for {
+		msg, err := as.Recv()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return toRPC(h.s.Sandboxes.ExplainAgentError(ctx, r.SandboxId, err))
+		}
 		var ev *pb.ExecEvent
-		switch e := as.Msg().Event.(type) {
+		switch e := msg.Event.(type) {
 		case *agentv1.ExecEvent_Started:
 			ev = &pb.ExecEvent{Event: &pb.ExecEvent_Started{Started: &pb.Started{
 				ExecId: execID, Pid: e.Started.Pid, Created: e.Started.Created}}}
@@ -43,10 +51,6 @@ func (h *execService) Exec(ctx context.Context, req *connect.Request[pb.ExecRequ
 			return err
 		}
 	}
-	if err := as.Err(); err != nil {
-		return toRPC(h.s.Sandboxes.ExplainAgentError(ctx, r.SandboxId, err))
-	}
-	return nil
 }
 
 func (h *execService) WriteStdin(ctx context.Context, req *connect.Request[pb.WriteStdinRequest]) (*connect.Response[pb.WriteStdinResponse], error) {

@@ -133,4 +133,3 @@ func (c *Client) DeleteSecret(ctx context.Context, name string) error {
 	_, err := c.secrets.DeleteSecret(ctx, connect.NewRequest(&pb.DeleteSecretRequest{Name: name}))
 	return wrap(err)
 }
-

@@ -1,0 +1,243 @@
+package agentclient_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	agentv1 "github.com/sandboxd/sandboxd/api/gen/agent/v1"
+	"github.com/sandboxd/sandboxd/internal/agent"
+	"github.com/sandboxd/sandboxd/internal/agent/agenttest"
+	"github.com/sandboxd/sandboxd/internal/agentclient"
+	"github.com/sandboxd/sandboxd/internal/errdefs"
+)
+
+func testCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestWaitReady(t *testing.T) {
+	ctx := testCtx(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens yet: connections are refused
+
+	c := agentclient.New(addr, agenttest.Token)
+	defer c.Close()
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Errorf("listen again: %v", err)
+			return
+		}
+		agenttest.StartOn(t, ln, agent.Config{SandboxID: "late"}, agent.Options{})
+	}()
+	info, err := c.WaitReady(ctx)
+	if err != nil || info.SandboxId != "late" {
+		t.Fatalf("got %v, %v; want Info of sandbox late", info, err)
+	}
+
+	t.Run("gives up when ctx ends", func(t *testing.T) {
+		c := agentclient.New(addr+"0", agenttest.Token) // nothing there
+		defer c.Close()
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Millisecond)
+		defer cancel()
+		if _, err := c.WaitReady(ctx); !errors.Is(err, errdefs.ErrDeadlineExceeded) {
+			t.Errorf("got %v, want deadline exceeded", err)
+		}
+	})
+	t.Run("stops at once on a bad token", func(t *testing.T) {
+		c := agentclient.New(addr, "bad")
+		defer c.Close()
+		start := time.Now()
+		_, err := c.WaitReady(ctx)
+		if connect.CodeOf(err) != connect.CodeUnauthenticated || !errors.Is(err, errdefs.ErrPermissionDenied) {
+			t.Errorf("got %v, want Unauthenticated (class permission denied)", err)
+		}
+		if d := time.Since(start); d > time.Second {
+			t.Errorf("took %v, want an immediate failure", d)
+		}
+	})
+}
+
+// proxy forwards TCP connections to target until cut.
+type proxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	conns  []net.Conn
+}
+
+func newProxy(t *testing.T, target string) *proxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{ln: ln, target: target}
+	t.Cleanup(func() { ln.Close(); p.cut() })
+	go func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", target)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, in, out)
+			p.mu.Unlock()
+			go func() { io.Copy(out, in); out.Close() }()
+			go func() { io.Copy(in, out); in.Close() }()
+		}
+	}()
+	return p
+}
+
+func (p *proxy) addr() string { return p.ln.Addr().String() }
+
+// cut closes every connection, as a network failure would.
+func (p *proxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+func TestRunResumesAfterBrokenConnection(t *testing.T) {
+	ctx := testCtx(t)
+	_, addr := agenttest.Start(t, agent.Config{}, agent.Options{})
+	p := newProxy(t, addr)
+	c := agentclient.New(p.addr(), agenttest.Token)
+	defer c.Close()
+
+	go func() {
+		time.Sleep(150 * time.Millisecond)
+		p.cut()
+	}()
+	var out, errOut bytes.Buffer
+	spec := &agentv1.ProcessSpec{Argv: []string{"sh", "-c", "echo a; echo x >&2; sleep 0.4; echo b; echo y >&2"}}
+	ex, err := c.Run(ctx, "resume", spec, &out, &errOut)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.String() != "a\nb\n" || errOut.String() != "x\ny\n" || ex.ExitCode != 0 {
+		t.Errorf("got stdout %q stderr %q exit {%s}, want %q, %q, code 0", out.String(), errOut.String(), ex, "a\nb\n", "x\ny\n")
+	}
+}
+
+func TestReconnect(t *testing.T) {
+	ctx := testCtx(t)
+	_, addr := agenttest.Start(t, agent.Config{SandboxID: "moved"}, agent.Options{})
+	p1, p2 := newProxy(t, addr), newProxy(t, addr)
+	c := agentclient.New(p1.addr(), agenttest.Token)
+	defer c.Close()
+	if _, err := c.Info(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The sandbox moved: the old address is gone.
+	p1.ln.Close()
+	p1.cut()
+	c.Reconnect(p2.addr())
+	if got := c.Addr(); got != p2.addr() {
+		t.Errorf("got Addr %s, want %s", got, p2.addr())
+	}
+	info, err := c.WaitReady(ctx)
+	if err != nil || info.SandboxId != "moved" {
+		t.Errorf("got %v, %v; want Info of sandbox moved", info, err)
+	}
+}
+
+func TestErrorClasses(t *testing.T) {
+	ctx := testCtx(t)
+	c, _ := agenttest.Start(t, agent.Config{}, agent.Options{})
+	tests := []struct {
+		name string
+		call func() error
+		want error
+	}{
+		{"signal unknown", func() error { return c.Signal(ctx, "nope", 15) }, errdefs.ErrNotFound},
+		{"stdin unknown", func() error { _, err := c.WriteStdin(ctx, "nope", 0, nil, false); return err }, errdefs.ErrNotFound},
+		{"bad signal", func() error { return c.Signal(ctx, "nope", 0) }, errdefs.ErrInvalidArgument},
+		{"empty exec id", func() error {
+			_, err := c.Run(ctx, "", &agentv1.ProcessSpec{Argv: []string{"true"}}, nil, nil)
+			return err
+		},
+			errdefs.ErrInvalidArgument},
+		{"attach only", func() error {
+			_, err := c.Run(ctx, "nope", nil, nil, nil)
+			return err
+		}, errdefs.ErrInvalidArgument}, // a new exec without a spec
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := tt.call(); !errors.Is(err, tt.want) {
+				t.Errorf("got %v, want class %v", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestExecTrueLatency measures the round trip of an Exec of /bin/true
+// through the client on loopback (start, Started, Exited).
+func TestExecTrueLatency(t *testing.T) {
+	ctx := testCtx(t)
+	c, _ := agenttest.Start(t, agent.Config{}, agent.Options{})
+	const n = 100
+	d := make([]time.Duration, 0, n)
+	for i := range n + 5 {
+		start := time.Now()
+		ex, err := c.Run(ctx, fmt.Sprint("true-", i), &agentv1.ProcessSpec{Argv: []string{"/bin/true"}}, nil, nil)
+		if err != nil || ex.ExitCode != 0 {
+			t.Fatalf("got {%s}, %v; want exit 0", ex, err)
+		}
+		if i >= 5 { // warm-up
+			d = append(d, time.Since(start))
+		}
+	}
+	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+	t.Logf("Exec /bin/true round trip over %d runs: p50 %v, p90 %v, p99 %v, min %v",
+		n, d[n/2], d[n*9/10], d[n*99/100], d[0])
+}
+
+func BenchmarkExecTrue(b *testing.B) {
+	ctx := context.Background()
+	c, _ := agenttest.Start(b, agent.Config{}, agent.Options{})
+	spec := &agentv1.ProcessSpec{Argv: []string{"/bin/true"}}
+	i := 0
+	for b.Loop() {
+		i++
+		if _, err := c.Run(ctx, fmt.Sprint("true-", i), spec, nil, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkInfo(b *testing.B) {
+	ctx := context.Background()
+	c, _ := agenttest.Start(b, agent.Config{}, agent.Options{})
+	for b.Loop() {
+		if _, err := c.Info(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

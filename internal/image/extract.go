@@ -1,0 +1,352 @@
+package image
+
+import (
+	"archive/tar"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sandboxd/sandboxd/internal/errdefs"
+)
+
+// extractor unpacks a layer tar into a directory it alone writes to. Every
+// parent directory is opened with openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS)
+// and every leaf is created relative to that descriptor without following a
+// symlink, so no entry can reach outside the directory, whatever it names.
+type extractor struct {
+	root   string
+	rootfd int
+	// One cached parent descriptor: tar entries come grouped by directory.
+	cacheDir string
+	cacheFd  int
+	dirTimes []dirTime
+}
+
+type dirTime struct {
+	rel string
+	mt  time.Time
+}
+
+// extractTar unpacks the tar read from r into dir (which must exist and be
+// empty), turning OCI whiteouts into overlay whiteouts. Entries that would
+// escape dir are refused with an ErrInvalidArgument error.
+func extractTar(ctx context.Context, r io.Reader, dir string) error {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &os.PathError{Op: "open", Path: dir, Err: err}
+	}
+	x := &extractor{root: dir, rootfd: fd, cacheFd: -1}
+	defer x.close()
+	tr := tar.NewReader(r)
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return errdefs.Invalid("layer tar: %v", err)
+		}
+		if err := x.entry(hdr, tr); err != nil {
+			return fmt.Errorf("layer tar entry %q: %w", hdr.Name, err)
+		}
+	}
+	return x.finishDirs()
+}
+
+func (x *extractor) close() {
+	x.dropCache()
+	unix.Close(x.rootfd)
+}
+
+func (x *extractor) dropCache() {
+	if x.cacheFd >= 0 {
+		unix.Close(x.cacheFd)
+	}
+	x.cacheDir, x.cacheFd = "", -1
+}
+
+// cleanRel turns a tar name into a clean relative path ("" for the root). It
+// refuses absolute names and names that climb out with "..".
+func cleanRel(name string) (string, error) {
+	if strings.HasPrefix(name, "/") {
+		return "", errdefs.Invalid("absolute path %q in layer tar", name)
+	}
+	c := path.Clean(name)
+	if c == "." {
+		return "", nil
+	}
+	if c == ".." || strings.HasPrefix(c, "../") {
+		return "", errdefs.Invalid("path %q escapes the layer", name)
+	}
+	return c, nil
+}
+
+func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
+	rel, err := cleanRel(hdr.Name)
+	if err != nil || rel == "" {
+		return err
+	}
+	dir, base := path.Split(rel)
+	dir = strings.TrimSuffix(dir, "/")
+	whiteout := false
+	if strings.HasPrefix(base, whiteoutPrefix) {
+		switch {
+		case base == opaqueMarker:
+			return x.markOpaque(dir)
+		case strings.HasPrefix(base, whiteoutPrefix+whiteoutPrefix):
+			return nil // reserved by the OCI spec; nothing to do
+		}
+		base = strings.TrimPrefix(base, whiteoutPrefix)
+		if base == "." || base == ".." {
+			return errdefs.Invalid("bad whiteout name")
+		}
+		rel, whiteout = path.Join(dir, base), true
+	}
+	pfd, err := x.parent(dir)
+	if err != nil {
+		return err
+	}
+	isDir := hdr.Typeflag == tar.TypeDir && !whiteout
+	if err := x.clear(pfd, rel, base, isDir); err != nil {
+		return err
+	}
+	mode := uint32(hdr.Mode & 0o7777)
+	switch {
+	case whiteout:
+		err = unix.Mknodat(pfd, base, unix.S_IFCHR|mode, 0)
+	case hdr.Typeflag == tar.TypeDir:
+		x.dirTimes = append(x.dirTimes, dirTime{rel, hdr.ModTime})
+		if err = unix.Mkdirat(pfd, base, 0o700); errors.Is(err, unix.EEXIST) {
+			err = nil
+		}
+		if err == nil {
+			return x.setMeta(pfd, base, hdr, mode, true)
+		}
+	case hdr.Typeflag == tar.TypeReg || hdr.Typeflag == tar.TypeRegA:
+		return x.writeFile(pfd, base, hdr, mode, r)
+	case hdr.Typeflag == tar.TypeSymlink:
+		err = unix.Symlinkat(hdr.Linkname, pfd, base)
+	case hdr.Typeflag == tar.TypeLink:
+		return x.link(pfd, base, hdr.Linkname)
+	case hdr.Typeflag == tar.TypeChar:
+		err = unix.Mknodat(pfd, base, unix.S_IFCHR|mode, int(unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor))))
+	case hdr.Typeflag == tar.TypeBlock:
+		err = unix.Mknodat(pfd, base, unix.S_IFBLK|mode, int(unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor))))
+	case hdr.Typeflag == tar.TypeFifo:
+		err = unix.Mknodat(pfd, base, unix.S_IFIFO|mode, 0)
+	case hdr.Typeflag == tar.TypeXGlobalHeader:
+		return nil
+	default:
+		return errdefs.Invalid("unsupported tar entry type %q", hdr.Typeflag)
+	}
+	if err != nil {
+		return err
+	}
+	return x.setMeta(pfd, base, hdr, mode, false)
+}
+
+// parent returns a descriptor for the directory dir (relative to the root),
+// creating missing directories. The descriptor belongs to the extractor.
+func (x *extractor) parent(dir string) (int, error) {
+	if dir == "" {
+		return x.rootfd, nil
+	}
+	if x.cacheFd >= 0 && x.cacheDir == dir {
+		return x.cacheFd, nil
+	}
+	x.dropCache()
+	fd, err := x.openDir(dir, true)
+	if err != nil {
+		return -1, err
+	}
+	x.cacheDir, x.cacheFd = dir, fd
+	return fd, nil
+}
+
+// openDir opens dir beneath the root, refusing symlinks on the way. With
+// create, missing directories are made (mode 0755, mtime the epoch).
+func (x *extractor) openDir(dir string, create bool) (int, error) {
+	how := &unix.OpenHow{
+		Flags:   unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV,
+	}
+	fd, err := unix.Openat2(x.rootfd, dir, how)
+	if err == nil || !create || !errors.Is(err, unix.ENOENT) {
+		return fd, beneathErr(dir, err)
+	}
+	cur := ""
+	for _, comp := range strings.Split(dir, "/") {
+		cur = path.Join(cur, comp)
+		pfd := x.rootfd
+		if d := path.Dir(cur); d != "." {
+			if pfd, err = unix.Openat2(x.rootfd, d, how); err != nil {
+				return -1, beneathErr(d, err)
+			}
+		}
+		err = unix.Mkdirat(pfd, comp, 0o755)
+		if pfd != x.rootfd {
+			unix.Close(pfd)
+		}
+		if err == nil {
+			x.dirTimes = append(x.dirTimes, dirTime{cur, time.Unix(0, 0)})
+		} else if !errors.Is(err, unix.EEXIST) {
+			return -1, err
+		}
+	}
+	fd, err = unix.Openat2(x.rootfd, dir, how)
+	return fd, beneathErr(dir, err)
+}
+
+func beneathErr(dir string, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, unix.ELOOP), errors.Is(err, unix.EXDEV), errors.Is(err, unix.ENOTDIR):
+		return errdefs.Invalid("%q is a symlink or not a directory inside the layer", dir)
+	}
+	return fmt.Errorf("open %q: %w", dir, err)
+}
+
+// clear removes whatever sits at base in pfd, except a directory that is
+// about to be described again by a directory entry.
+func (x *extractor) clear(pfd int, rel, base string, keepDir bool) error {
+	var st unix.Stat_t
+	err := unix.Fstatat(pfd, base, &st, unix.AT_SYMLINK_NOFOLLOW)
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return unix.Unlinkat(pfd, base, 0)
+	}
+	if keepDir {
+		return nil
+	}
+	x.dropCache() // the cached parent may lie below what goes away
+	return os.RemoveAll(filepath.Join(x.root, rel))
+}
+
+func (x *extractor) writeFile(pfd int, base string, hdr *tar.Header, mode uint32, r io.Reader) error {
+	fd, err := unix.Openat(pfd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return err
+	}
+	f := os.NewFile(uintptr(fd), base)
+	defer f.Close()
+	if _, err := io.Copy(f, r); err != nil {
+		return err
+	}
+	if err := setXattrs(fd, hdr); err != nil {
+		return err
+	}
+	return x.setMeta(pfd, base, hdr, mode, false)
+}
+
+func (x *extractor) link(pfd int, base, linkname string) error {
+	target, err := cleanRel(linkname)
+	if err != nil {
+		return err
+	}
+	if target == "" {
+		return errdefs.Invalid("hard link to the layer root")
+	}
+	tdir, tbase := path.Split(target)
+	tfd := x.rootfd
+	if tdir != "" {
+		if tfd, err = x.openDir(strings.TrimSuffix(tdir, "/"), false); err != nil {
+			return err
+		}
+		defer unix.Close(tfd)
+	}
+	return unix.Linkat(tfd, tbase, pfd, base, 0)
+}
+
+func (x *extractor) markOpaque(dir string) error {
+	fd := x.rootfd
+	if dir != "" {
+		var err error
+		if fd, err = x.parent(dir); err != nil {
+			return err
+		}
+	}
+	return unix.Fsetxattr(fd, opaqueXattr, []byte("y"), 0)
+}
+
+// setMeta applies ownership, mode, xattrs (directories) and mtime to base.
+// Directory mtimes are applied at the end, once their entries exist.
+func (x *extractor) setMeta(pfd int, base string, hdr *tar.Header, mode uint32, isDir bool) error {
+	if err := unix.Fchownat(pfd, base, hdr.Uid, hdr.Gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return err
+	}
+	if hdr.Typeflag != tar.TypeSymlink {
+		// Mode after chown: chown clears setuid and setgid bits.
+		if err := unix.Fchmodat(pfd, base, mode, 0); err != nil {
+			return err
+		}
+	}
+	if isDir {
+		fd, err := unix.Openat(pfd, base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		return setXattrs(fd, hdr)
+	}
+	return utimes(pfd, base, hdr.ModTime)
+}
+
+func setXattrs(fd int, hdr *tar.Header) error {
+	for k, v := range hdr.PAXRecords {
+		name, ok := strings.CutPrefix(k, "SCHILY.xattr.")
+		if !ok || !keptXattr(name) {
+			continue
+		}
+		if err := unix.Fsetxattr(fd, name, []byte(v), 0); err != nil {
+			return fmt.Errorf("set xattr %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+func utimes(dirfd int, base string, mt time.Time) error {
+	ts := unix.NsecToTimespec(mt.Truncate(time.Second).UnixNano())
+	return unix.UtimesNanoAt(dirfd, base, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+// finishDirs applies directory mtimes, deepest last-made first.
+func (x *extractor) finishDirs() error {
+	x.dropCache()
+	for i := len(x.dirTimes) - 1; i >= 0; i-- {
+		dt := x.dirTimes[i]
+		dir, base := path.Split(dt.rel)
+		pfd := x.rootfd
+		if dir != "" {
+			fd, err := x.openDir(strings.TrimSuffix(dir, "/"), false)
+			if err != nil {
+				continue // replaced by a later entry
+			}
+			pfd = fd
+		}
+		err := utimes(pfd, base, dt.mt)
+		if pfd != x.rootfd {
+			unix.Close(pfd)
+		}
+		if err != nil && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("set mtime of %q: %w", dt.rel, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,76 @@
+package image
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sandboxd/sandboxd/internal/store"
+)
+
+// fakeClock is a Clock that moves only when told to.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(string(p))
+	return len(p), nil
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// newTestStore opens a store in a fresh directory: root is <dir>/images.
+func newTestStore(t testing.TB, bases BaseConfig) (*Store, *fakeClock) {
+	t.Helper()
+	dir := t.TempDir()
+	db, err := store.Open(context.Background(), filepath.Join(dir, "meta.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	clock := &fakeClock{now: time.Unix(1_700_000_000, 0)}
+	s, err := New(db, filepath.Join(dir, "images"), testLogger(t), clock, bases)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Startup(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return s, clock
+}
+
+// requireRoot skips a test that needs root, or fails it when CI=true (a
+// skipped root suite in CI is a bug).
+func requireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("this test needs root, and CI=true: run the suite as root")
+	}
+	t.Skip("needs root (ownership, device nodes, overlay mounts); run as root or with CI=true to make this a failure")
+}

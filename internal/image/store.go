@@ -1,0 +1,159 @@
+package image
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// Clock gives the time recorded in the metadata. Tests pass a fake.
+type Clock interface {
+	Now() time.Time
+}
+
+// BaseConfig configures the base image builders.
+type BaseConfig struct {
+	// CacheDir keeps built base layers (as tars) across data directories,
+	// e.g. /var/cache/sandboxd. Empty disables the cache.
+	CacheDir string
+	// Mirror is the Debian mirror URL for debian-slim. Empty means the first
+	// matching URIs of the host's apt sources.
+	Mirror string
+	// BusyboxPath is the static busybox binary; empty means /bin/busybox.
+	BusyboxPath string
+	// AptDir is where the host's apt sources live; empty means /etc/apt.
+	AptDir string
+}
+
+// Store keeps layers and images under one root directory, with metadata in
+// SQLite. It is safe for concurrent use by one process; the root must not be
+// shared between processes.
+type Store struct {
+	db    *sql.DB
+	root  string
+	log   *slog.Logger
+	clock Clock
+	bases BaseConfig
+
+	// mu serialises the step that renames a layer into place and records it.
+	mu sync.Mutex
+	// buildMu serialises EnsureBase.
+	buildMu sync.Mutex
+}
+
+// New returns a store rooted at root (created if needed). db must carry the
+// schema of internal/store. Call Startup before serving.
+func New(db *sql.DB, root string, log *slog.Logger, clock Clock, bases BaseConfig) (*Store, error) {
+	root, err := filepath.Abs(root)
+	if err != nil {
+		return nil, fmt.Errorf("image store root: %w", err)
+	}
+	s := &Store{db: db, root: root, log: log, clock: clock, bases: bases}
+	for _, d := range []string{s.layersDir(), s.tmpDir()} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("image store: %w", err)
+		}
+	}
+	// Layer directories must be reachable by whoever the overlay's users are.
+	for _, d := range []string{root, filepath.Dir(s.layersDir()), s.layersDir()} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			return nil, fmt.Errorf("image store: %w", err)
+		}
+	}
+	return s, nil
+}
+
+func (s *Store) layersDir() string { return filepath.Join(s.root, "layers", "sha256") }
+func (s *Store) tmpDir() string    { return filepath.Join(s.root, "tmp") }
+
+// LayerPath returns the directory holding layer d. The directory belongs to
+// the store and must not be written to.
+func (s *Store) LayerPath(d Digest) string { return filepath.Join(s.layersDir(), d.Hex()) }
+
+// Startup removes crash leftovers: everything in tmp/, and layer directories
+// the metadata does not know. Known layers whose directories are gone are
+// dropped from the metadata with the images that use them (logged as lost).
+// Call it once, before the store is used.
+func (s *Store) Startup(ctx context.Context) error {
+	tmp, err := os.ReadDir(s.tmpDir())
+	if err != nil {
+		return fmt.Errorf("image startup: %w", err)
+	}
+	for _, e := range tmp {
+		if err := removeTree(filepath.Join(s.tmpDir(), e.Name())); err != nil {
+			return fmt.Errorf("image startup: %w", err)
+		}
+	}
+	known := map[string]bool{}
+	rows, err := s.db.QueryContext(ctx, `SELECT digest FROM layers`)
+	if err != nil {
+		return fmt.Errorf("image startup: %w", err)
+	}
+	for rows.Next() {
+		var d string
+		if err := rows.Scan(&d); err != nil {
+			rows.Close()
+			return fmt.Errorf("image startup: %w", err)
+		}
+		known[Digest(d).Hex()] = true
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return fmt.Errorf("image startup: %w", err)
+	}
+	dirs, err := os.ReadDir(s.layersDir())
+	if err != nil {
+		return fmt.Errorf("image startup: %w", err)
+	}
+	for _, e := range dirs {
+		if known[e.Name()] {
+			delete(known, e.Name())
+			continue
+		}
+		s.log.Info("removing unrecorded layer", "layer", e.Name())
+		if err := os.RemoveAll(filepath.Join(s.layersDir(), e.Name())); err != nil {
+			return fmt.Errorf("image startup: %w", err)
+		}
+	}
+	for hex := range known {
+		if err := s.dropLostLayer(ctx, Digest(digestPrefix+hex)); err != nil {
+			return fmt.Errorf("image startup: %w", err)
+		}
+	}
+	return nil
+}
+
+// dropLostLayer forgets a recorded layer whose directory is gone, and the
+// images built on it.
+func (s *Store) dropLostLayer(ctx context.Context, d Digest) error {
+	imgs, err := s.List(ctx)
+	if err != nil {
+		return err
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	for _, im := range imgs {
+		for _, l := range im.Layers {
+			if l == d {
+				s.log.Warn("image lost: its layer directory is missing", "image", im.ID, "layer", d)
+				if err := deleteImageRows(ctx, tx, im.ID); err != nil {
+					return err
+				}
+				break
+			}
+		}
+	}
+	s.log.Warn("layer lost: its directory is missing", "layer", d)
+	if _, err := tx.ExecContext(ctx, `DELETE FROM layers WHERE digest = ?`, string(d)); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
