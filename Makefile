@@ -30,7 +30,7 @@ proto:
 	PATH="$$PATH:$$(go env GOPATH)/bin" protoc -I api \
 	  --go_out=. --go_opt=module=github.com/sandboxd/sandboxd \
 	  --connect-go_out=. --connect-go_opt=module=github.com/sandboxd/sandboxd \
-	  api/sandboxd/v1/sandboxd.proto api/agent/v1/agent.proto
+	  $(wildcard api/sandboxd/v1/*.proto) $(wildcard api/agent/v1/*.proto)
 
 clean:
 	rm -rf $(BIN)

@@ -182,5 +182,11 @@ func (r *Runtime) Close() error {
 	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("close runtime: %w", err)
 	}
+	// The parent cgroups (e.g. /sys/fs/cgroup/memory/sandboxd) go too when
+	// empty; one still in use by another daemon's containers stays (rmdir
+	// fails on a cgroup with children).
+	for _, dir := range r.cgroupDirs(r.cfg.CgroupParent) {
+		os.Remove(dir)
+	}
 	return nil
 }

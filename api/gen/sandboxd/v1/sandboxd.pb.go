@@ -2193,258 +2193,6 @@ func (*DeleteSecretResponse) Descriptor() ([]byte, []int) {
 	return file_sandboxd_v1_sandboxd_proto_rawDescGZIP(), []int{31}
 }
 
-type Image struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Names         []string               `protobuf:"bytes,2,rep,name=names,proto3" json:"names,omitempty"`
-	Layers        []string               `protobuf:"bytes,3,rep,name=layers,proto3" json:"layers,omitempty"`
-	SizeBytes     int64                  `protobuf:"varint,4,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
-	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
-	Source        string                 `protobuf:"bytes,6,opt,name=source,proto3" json:"source,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *Image) Reset() {
-	*x = Image{}
-	mi := &file_sandboxd_v1_sandboxd_proto_msgTypes[32]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *Image) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*Image) ProtoMessage() {}
-
-func (x *Image) ProtoReflect() protoreflect.Message {
-	mi := &file_sandboxd_v1_sandboxd_proto_msgTypes[32]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use Image.ProtoReflect.Descriptor instead.
-func (*Image) Descriptor() ([]byte, []int) {
-	return file_sandboxd_v1_sandboxd_proto_rawDescGZIP(), []int{32}
-}
-
-func (x *Image) GetId() string {
-	if x != nil {
-		return x.Id
-	}
-	return ""
-}
-
-func (x *Image) GetNames() []string {
-	if x != nil {
-		return x.Names
-	}
-	return nil
-}
-
-func (x *Image) GetLayers() []string {
-	if x != nil {
-		return x.Layers
-	}
-	return nil
-}
-
-func (x *Image) GetSizeBytes() int64 {
-	if x != nil {
-		return x.SizeBytes
-	}
-	return 0
-}
-
-func (x *Image) GetCreatedAt() *timestamppb.Timestamp {
-	if x != nil {
-		return x.CreatedAt
-	}
-	return nil
-}
-
-func (x *Image) GetSource() string {
-	if x != nil {
-		return x.Source
-	}
-	return ""
-}
-
-type ListImagesRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *ListImagesRequest) Reset() {
-	*x = ListImagesRequest{}
-	mi := &file_sandboxd_v1_sandboxd_proto_msgTypes[33]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *ListImagesRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*ListImagesRequest) ProtoMessage() {}
-
-func (x *ListImagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sandboxd_v1_sandboxd_proto_msgTypes[33]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use ListImagesRequest.ProtoReflect.Descriptor instead.
-func (*ListImagesRequest) Descriptor() ([]byte, []int) {
-	return file_sandboxd_v1_sandboxd_proto_rawDescGZIP(), []int{33}
-}
-
-type ListImagesResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Images        []*Image               `protobuf:"bytes,1,rep,name=images,proto3" json:"images,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *ListImagesResponse) Reset() {
-	*x = ListImagesResponse{}
-	mi := &file_sandboxd_v1_sandboxd_proto_msgTypes[34]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *ListImagesResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*ListImagesResponse) ProtoMessage() {}
-
-func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sandboxd_v1_sandboxd_proto_msgTypes[34]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use ListImagesResponse.ProtoReflect.Descriptor instead.
-func (*ListImagesResponse) Descriptor() ([]byte, []int) {
-	return file_sandboxd_v1_sandboxd_proto_rawDescGZIP(), []int{34}
-}
-
-func (x *ListImagesResponse) GetImages() []*Image {
-	if x != nil {
-		return x.Images
-	}
-	return nil
-}
-
-type GetImageRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Ref           string                 `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *GetImageRequest) Reset() {
-	*x = GetImageRequest{}
-	mi := &file_sandboxd_v1_sandboxd_proto_msgTypes[35]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *GetImageRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*GetImageRequest) ProtoMessage() {}
-
-func (x *GetImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sandboxd_v1_sandboxd_proto_msgTypes[35]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use GetImageRequest.ProtoReflect.Descriptor instead.
-func (*GetImageRequest) Descriptor() ([]byte, []int) {
-	return file_sandboxd_v1_sandboxd_proto_rawDescGZIP(), []int{35}
-}
-
-func (x *GetImageRequest) GetRef() string {
-	if x != nil {
-		return x.Ref
-	}
-	return ""
-}
-
-type GetImageResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Image         *Image                 `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *GetImageResponse) Reset() {
-	*x = GetImageResponse{}
-	mi := &file_sandboxd_v1_sandboxd_proto_msgTypes[36]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *GetImageResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*GetImageResponse) ProtoMessage() {}
-
-func (x *GetImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sandboxd_v1_sandboxd_proto_msgTypes[36]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use GetImageResponse.ProtoReflect.Descriptor instead.
-func (*GetImageResponse) Descriptor() ([]byte, []int) {
-	return file_sandboxd_v1_sandboxd_proto_rawDescGZIP(), []int{36}
-}
-
-func (x *GetImageResponse) GetImage() *Image {
-	if x != nil {
-		return x.Image
-	}
-	return nil
-}
-
 var File_sandboxd_v1_sandboxd_proto protoreflect.FileDescriptor
 
 const file_sandboxd_v1_sandboxd_proto_rawDesc = "" +
@@ -2627,23 +2375,7 @@ const file_sandboxd_v1_sandboxd_proto_rawDesc = "" +
 	"\asecrets\x18\x01 \x03(\v2\x13.sandboxd.v1.SecretR\asecrets\")\n" +
 	"\x13DeleteSecretRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x16\n" +
-	"\x14DeleteSecretResponse\"\xb7\x01\n" +
-	"\x05Image\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
-	"\x05names\x18\x02 \x03(\tR\x05names\x12\x16\n" +
-	"\x06layers\x18\x03 \x03(\tR\x06layers\x12\x1d\n" +
-	"\n" +
-	"size_bytes\x18\x04 \x01(\x03R\tsizeBytes\x129\n" +
-	"\n" +
-	"created_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x16\n" +
-	"\x06source\x18\x06 \x01(\tR\x06source\"\x13\n" +
-	"\x11ListImagesRequest\"@\n" +
-	"\x12ListImagesResponse\x12*\n" +
-	"\x06images\x18\x01 \x03(\v2\x12.sandboxd.v1.ImageR\x06images\"#\n" +
-	"\x0fGetImageRequest\x12\x10\n" +
-	"\x03ref\x18\x01 \x01(\tR\x03ref\"<\n" +
-	"\x10GetImageResponse\x12(\n" +
-	"\x05image\x18\x01 \x01(\v2\x12.sandboxd.v1.ImageR\x05image*\x80\x01\n" +
+	"\x14DeleteSecretResponse*\x80\x01\n" +
 	"\fSandboxState\x12\x1d\n" +
 	"\x19SANDBOX_STATE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16SANDBOX_STATE_CREATING\x10\x01\x12\x19\n" +
@@ -2680,11 +2412,7 @@ const file_sandboxd_v1_sandboxd_proto_rawDesc = "" +
 	"\rSecretService\x12S\n" +
 	"\fCreateSecret\x12 .sandboxd.v1.CreateSecretRequest\x1a!.sandboxd.v1.CreateSecretResponse\x12P\n" +
 	"\vListSecrets\x12\x1f.sandboxd.v1.ListSecretsRequest\x1a .sandboxd.v1.ListSecretsResponse\x12S\n" +
-	"\fDeleteSecret\x12 .sandboxd.v1.DeleteSecretRequest\x1a!.sandboxd.v1.DeleteSecretResponse2\xa6\x01\n" +
-	"\fImageService\x12M\n" +
-	"\n" +
-	"ListImages\x12\x1e.sandboxd.v1.ListImagesRequest\x1a\x1f.sandboxd.v1.ListImagesResponse\x12G\n" +
-	"\bGetImage\x12\x1c.sandboxd.v1.GetImageRequest\x1a\x1d.sandboxd.v1.GetImageResponseB=Z;github.com/sandboxd/sandboxd/api/gen/sandboxd/v1;sandboxdv1b\x06proto3"
+	"\fDeleteSecret\x12 .sandboxd.v1.DeleteSecretRequest\x1a!.sandboxd.v1.DeleteSecretResponseB=Z;github.com/sandboxd/sandboxd/api/gen/sandboxd/v1;sandboxdv1b\x06proto3"
 
 var (
 	file_sandboxd_v1_sandboxd_proto_rawDescOnce sync.Once
@@ -2699,7 +2427,7 @@ func file_sandboxd_v1_sandboxd_proto_rawDescGZIP() []byte {
 }
 
 var file_sandboxd_v1_sandboxd_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_sandboxd_v1_sandboxd_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
+var file_sandboxd_v1_sandboxd_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_sandboxd_v1_sandboxd_proto_goTypes = []any{
 	(SandboxState)(0),                // 0: sandboxd.v1.SandboxState
 	(FinishReason)(0),                // 1: sandboxd.v1.FinishReason
@@ -2736,95 +2464,83 @@ var file_sandboxd_v1_sandboxd_proto_goTypes = []any{
 	(*ListSecretsResponse)(nil),      // 32: sandboxd.v1.ListSecretsResponse
 	(*DeleteSecretRequest)(nil),      // 33: sandboxd.v1.DeleteSecretRequest
 	(*DeleteSecretResponse)(nil),     // 34: sandboxd.v1.DeleteSecretResponse
-	(*Image)(nil),                    // 35: sandboxd.v1.Image
-	(*ListImagesRequest)(nil),        // 36: sandboxd.v1.ListImagesRequest
-	(*ListImagesResponse)(nil),       // 37: sandboxd.v1.ListImagesResponse
-	(*GetImageRequest)(nil),          // 38: sandboxd.v1.GetImageRequest
-	(*GetImageResponse)(nil),         // 39: sandboxd.v1.GetImageResponse
-	nil,                              // 40: sandboxd.v1.CreateSandboxRequest.EnvEntry
-	nil,                              // 41: sandboxd.v1.CreateSandboxRequest.TagsEntry
-	nil,                              // 42: sandboxd.v1.Sandbox.EnvEntry
-	nil,                              // 43: sandboxd.v1.Sandbox.TagsEntry
-	nil,                              // 44: sandboxd.v1.ListSandboxesRequest.TagsEntry
-	nil,                              // 45: sandboxd.v1.SetTagsRequest.TagsEntry
-	nil,                              // 46: sandboxd.v1.ExecRequest.EnvEntry
-	nil,                              // 47: sandboxd.v1.CreateSecretRequest.ValuesEntry
-	(*timestamppb.Timestamp)(nil),    // 48: google.protobuf.Timestamp
+	nil,                              // 35: sandboxd.v1.CreateSandboxRequest.EnvEntry
+	nil,                              // 36: sandboxd.v1.CreateSandboxRequest.TagsEntry
+	nil,                              // 37: sandboxd.v1.Sandbox.EnvEntry
+	nil,                              // 38: sandboxd.v1.Sandbox.TagsEntry
+	nil,                              // 39: sandboxd.v1.ListSandboxesRequest.TagsEntry
+	nil,                              // 40: sandboxd.v1.SetTagsRequest.TagsEntry
+	nil,                              // 41: sandboxd.v1.ExecRequest.EnvEntry
+	nil,                              // 42: sandboxd.v1.CreateSecretRequest.ValuesEntry
+	(*timestamppb.Timestamp)(nil),    // 43: google.protobuf.Timestamp
 }
 var file_sandboxd_v1_sandboxd_proto_depIdxs = []int32{
-	40, // 0: sandboxd.v1.CreateSandboxRequest.env:type_name -> sandboxd.v1.CreateSandboxRequest.EnvEntry
+	35, // 0: sandboxd.v1.CreateSandboxRequest.env:type_name -> sandboxd.v1.CreateSandboxRequest.EnvEntry
 	3,  // 1: sandboxd.v1.CreateSandboxRequest.resources:type_name -> sandboxd.v1.Resources
-	41, // 2: sandboxd.v1.CreateSandboxRequest.tags:type_name -> sandboxd.v1.CreateSandboxRequest.TagsEntry
+	36, // 2: sandboxd.v1.CreateSandboxRequest.tags:type_name -> sandboxd.v1.CreateSandboxRequest.TagsEntry
 	6,  // 3: sandboxd.v1.CreateSandboxResponse.sandbox:type_name -> sandboxd.v1.Sandbox
-	42, // 4: sandboxd.v1.Sandbox.env:type_name -> sandboxd.v1.Sandbox.EnvEntry
+	37, // 4: sandboxd.v1.Sandbox.env:type_name -> sandboxd.v1.Sandbox.EnvEntry
 	3,  // 5: sandboxd.v1.Sandbox.resources:type_name -> sandboxd.v1.Resources
-	43, // 6: sandboxd.v1.Sandbox.tags:type_name -> sandboxd.v1.Sandbox.TagsEntry
+	38, // 6: sandboxd.v1.Sandbox.tags:type_name -> sandboxd.v1.Sandbox.TagsEntry
 	0,  // 7: sandboxd.v1.Sandbox.state:type_name -> sandboxd.v1.SandboxState
 	1,  // 8: sandboxd.v1.Sandbox.finish_reason:type_name -> sandboxd.v1.FinishReason
-	48, // 9: sandboxd.v1.Sandbox.created_at:type_name -> google.protobuf.Timestamp
-	48, // 10: sandboxd.v1.Sandbox.started_at:type_name -> google.protobuf.Timestamp
-	48, // 11: sandboxd.v1.Sandbox.finished_at:type_name -> google.protobuf.Timestamp
-	48, // 12: sandboxd.v1.Sandbox.deadline:type_name -> google.protobuf.Timestamp
+	43, // 9: sandboxd.v1.Sandbox.created_at:type_name -> google.protobuf.Timestamp
+	43, // 10: sandboxd.v1.Sandbox.started_at:type_name -> google.protobuf.Timestamp
+	43, // 11: sandboxd.v1.Sandbox.finished_at:type_name -> google.protobuf.Timestamp
+	43, // 12: sandboxd.v1.Sandbox.deadline:type_name -> google.protobuf.Timestamp
 	6,  // 13: sandboxd.v1.GetSandboxResponse.sandbox:type_name -> sandboxd.v1.Sandbox
-	44, // 14: sandboxd.v1.ListSandboxesRequest.tags:type_name -> sandboxd.v1.ListSandboxesRequest.TagsEntry
+	39, // 14: sandboxd.v1.ListSandboxesRequest.tags:type_name -> sandboxd.v1.ListSandboxesRequest.TagsEntry
 	6,  // 15: sandboxd.v1.ListSandboxesResponse.sandboxes:type_name -> sandboxd.v1.Sandbox
-	45, // 16: sandboxd.v1.SetTagsRequest.tags:type_name -> sandboxd.v1.SetTagsRequest.TagsEntry
+	40, // 16: sandboxd.v1.SetTagsRequest.tags:type_name -> sandboxd.v1.SetTagsRequest.TagsEntry
 	6,  // 17: sandboxd.v1.SetTagsResponse.sandbox:type_name -> sandboxd.v1.Sandbox
 	6,  // 18: sandboxd.v1.TerminateSandboxResponse.sandbox:type_name -> sandboxd.v1.Sandbox
 	6,  // 19: sandboxd.v1.WaitSandboxResponse.sandbox:type_name -> sandboxd.v1.Sandbox
 	22, // 20: sandboxd.v1.SandboxLogsResponse.stdout:type_name -> sandboxd.v1.Output
 	22, // 21: sandboxd.v1.SandboxLogsResponse.stderr:type_name -> sandboxd.v1.Output
-	46, // 22: sandboxd.v1.ExecRequest.env:type_name -> sandboxd.v1.ExecRequest.EnvEntry
+	41, // 22: sandboxd.v1.ExecRequest.env:type_name -> sandboxd.v1.ExecRequest.EnvEntry
 	2,  // 23: sandboxd.v1.ExecRequest.stdout:type_name -> sandboxd.v1.OutputMode
 	2,  // 24: sandboxd.v1.ExecRequest.stderr:type_name -> sandboxd.v1.OutputMode
 	21, // 25: sandboxd.v1.ExecEvent.started:type_name -> sandboxd.v1.Started
 	22, // 26: sandboxd.v1.ExecEvent.stdout:type_name -> sandboxd.v1.Output
 	22, // 27: sandboxd.v1.ExecEvent.stderr:type_name -> sandboxd.v1.Output
 	23, // 28: sandboxd.v1.ExecEvent.exited:type_name -> sandboxd.v1.Exited
-	47, // 29: sandboxd.v1.CreateSecretRequest.values:type_name -> sandboxd.v1.CreateSecretRequest.ValuesEntry
+	42, // 29: sandboxd.v1.CreateSecretRequest.values:type_name -> sandboxd.v1.CreateSecretRequest.ValuesEntry
 	30, // 30: sandboxd.v1.CreateSecretResponse.secret:type_name -> sandboxd.v1.Secret
-	48, // 31: sandboxd.v1.Secret.created_at:type_name -> google.protobuf.Timestamp
+	43, // 31: sandboxd.v1.Secret.created_at:type_name -> google.protobuf.Timestamp
 	30, // 32: sandboxd.v1.ListSecretsResponse.secrets:type_name -> sandboxd.v1.Secret
-	48, // 33: sandboxd.v1.Image.created_at:type_name -> google.protobuf.Timestamp
-	35, // 34: sandboxd.v1.ListImagesResponse.images:type_name -> sandboxd.v1.Image
-	35, // 35: sandboxd.v1.GetImageResponse.image:type_name -> sandboxd.v1.Image
-	4,  // 36: sandboxd.v1.SandboxService.CreateSandbox:input_type -> sandboxd.v1.CreateSandboxRequest
-	7,  // 37: sandboxd.v1.SandboxService.GetSandbox:input_type -> sandboxd.v1.GetSandboxRequest
-	9,  // 38: sandboxd.v1.SandboxService.ListSandboxes:input_type -> sandboxd.v1.ListSandboxesRequest
-	11, // 39: sandboxd.v1.SandboxService.SetTags:input_type -> sandboxd.v1.SetTagsRequest
-	13, // 40: sandboxd.v1.SandboxService.TerminateSandbox:input_type -> sandboxd.v1.TerminateSandboxRequest
-	15, // 41: sandboxd.v1.SandboxService.WaitSandbox:input_type -> sandboxd.v1.WaitSandboxRequest
-	17, // 42: sandboxd.v1.SandboxService.SandboxLogs:input_type -> sandboxd.v1.SandboxLogsRequest
-	24, // 43: sandboxd.v1.SandboxService.WriteSandboxStdin:input_type -> sandboxd.v1.WriteStdinRequest
-	19, // 44: sandboxd.v1.ExecService.Exec:input_type -> sandboxd.v1.ExecRequest
-	24, // 45: sandboxd.v1.ExecService.WriteStdin:input_type -> sandboxd.v1.WriteStdinRequest
-	26, // 46: sandboxd.v1.ExecService.SignalExec:input_type -> sandboxd.v1.SignalExecRequest
-	28, // 47: sandboxd.v1.SecretService.CreateSecret:input_type -> sandboxd.v1.CreateSecretRequest
-	31, // 48: sandboxd.v1.SecretService.ListSecrets:input_type -> sandboxd.v1.ListSecretsRequest
-	33, // 49: sandboxd.v1.SecretService.DeleteSecret:input_type -> sandboxd.v1.DeleteSecretRequest
-	36, // 50: sandboxd.v1.ImageService.ListImages:input_type -> sandboxd.v1.ListImagesRequest
-	38, // 51: sandboxd.v1.ImageService.GetImage:input_type -> sandboxd.v1.GetImageRequest
-	5,  // 52: sandboxd.v1.SandboxService.CreateSandbox:output_type -> sandboxd.v1.CreateSandboxResponse
-	8,  // 53: sandboxd.v1.SandboxService.GetSandbox:output_type -> sandboxd.v1.GetSandboxResponse
-	10, // 54: sandboxd.v1.SandboxService.ListSandboxes:output_type -> sandboxd.v1.ListSandboxesResponse
-	12, // 55: sandboxd.v1.SandboxService.SetTags:output_type -> sandboxd.v1.SetTagsResponse
-	14, // 56: sandboxd.v1.SandboxService.TerminateSandbox:output_type -> sandboxd.v1.TerminateSandboxResponse
-	16, // 57: sandboxd.v1.SandboxService.WaitSandbox:output_type -> sandboxd.v1.WaitSandboxResponse
-	18, // 58: sandboxd.v1.SandboxService.SandboxLogs:output_type -> sandboxd.v1.SandboxLogsResponse
-	25, // 59: sandboxd.v1.SandboxService.WriteSandboxStdin:output_type -> sandboxd.v1.WriteStdinResponse
-	20, // 60: sandboxd.v1.ExecService.Exec:output_type -> sandboxd.v1.ExecEvent
-	25, // 61: sandboxd.v1.ExecService.WriteStdin:output_type -> sandboxd.v1.WriteStdinResponse
-	27, // 62: sandboxd.v1.ExecService.SignalExec:output_type -> sandboxd.v1.SignalExecResponse
-	29, // 63: sandboxd.v1.SecretService.CreateSecret:output_type -> sandboxd.v1.CreateSecretResponse
-	32, // 64: sandboxd.v1.SecretService.ListSecrets:output_type -> sandboxd.v1.ListSecretsResponse
-	34, // 65: sandboxd.v1.SecretService.DeleteSecret:output_type -> sandboxd.v1.DeleteSecretResponse
-	37, // 66: sandboxd.v1.ImageService.ListImages:output_type -> sandboxd.v1.ListImagesResponse
-	39, // 67: sandboxd.v1.ImageService.GetImage:output_type -> sandboxd.v1.GetImageResponse
-	52, // [52:68] is the sub-list for method output_type
-	36, // [36:52] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	4,  // 33: sandboxd.v1.SandboxService.CreateSandbox:input_type -> sandboxd.v1.CreateSandboxRequest
+	7,  // 34: sandboxd.v1.SandboxService.GetSandbox:input_type -> sandboxd.v1.GetSandboxRequest
+	9,  // 35: sandboxd.v1.SandboxService.ListSandboxes:input_type -> sandboxd.v1.ListSandboxesRequest
+	11, // 36: sandboxd.v1.SandboxService.SetTags:input_type -> sandboxd.v1.SetTagsRequest
+	13, // 37: sandboxd.v1.SandboxService.TerminateSandbox:input_type -> sandboxd.v1.TerminateSandboxRequest
+	15, // 38: sandboxd.v1.SandboxService.WaitSandbox:input_type -> sandboxd.v1.WaitSandboxRequest
+	17, // 39: sandboxd.v1.SandboxService.SandboxLogs:input_type -> sandboxd.v1.SandboxLogsRequest
+	24, // 40: sandboxd.v1.SandboxService.WriteSandboxStdin:input_type -> sandboxd.v1.WriteStdinRequest
+	19, // 41: sandboxd.v1.ExecService.Exec:input_type -> sandboxd.v1.ExecRequest
+	24, // 42: sandboxd.v1.ExecService.WriteStdin:input_type -> sandboxd.v1.WriteStdinRequest
+	26, // 43: sandboxd.v1.ExecService.SignalExec:input_type -> sandboxd.v1.SignalExecRequest
+	28, // 44: sandboxd.v1.SecretService.CreateSecret:input_type -> sandboxd.v1.CreateSecretRequest
+	31, // 45: sandboxd.v1.SecretService.ListSecrets:input_type -> sandboxd.v1.ListSecretsRequest
+	33, // 46: sandboxd.v1.SecretService.DeleteSecret:input_type -> sandboxd.v1.DeleteSecretRequest
+	5,  // 47: sandboxd.v1.SandboxService.CreateSandbox:output_type -> sandboxd.v1.CreateSandboxResponse
+	8,  // 48: sandboxd.v1.SandboxService.GetSandbox:output_type -> sandboxd.v1.GetSandboxResponse
+	10, // 49: sandboxd.v1.SandboxService.ListSandboxes:output_type -> sandboxd.v1.ListSandboxesResponse
+	12, // 50: sandboxd.v1.SandboxService.SetTags:output_type -> sandboxd.v1.SetTagsResponse
+	14, // 51: sandboxd.v1.SandboxService.TerminateSandbox:output_type -> sandboxd.v1.TerminateSandboxResponse
+	16, // 52: sandboxd.v1.SandboxService.WaitSandbox:output_type -> sandboxd.v1.WaitSandboxResponse
+	18, // 53: sandboxd.v1.SandboxService.SandboxLogs:output_type -> sandboxd.v1.SandboxLogsResponse
+	25, // 54: sandboxd.v1.SandboxService.WriteSandboxStdin:output_type -> sandboxd.v1.WriteStdinResponse
+	20, // 55: sandboxd.v1.ExecService.Exec:output_type -> sandboxd.v1.ExecEvent
+	25, // 56: sandboxd.v1.ExecService.WriteStdin:output_type -> sandboxd.v1.WriteStdinResponse
+	27, // 57: sandboxd.v1.ExecService.SignalExec:output_type -> sandboxd.v1.SignalExecResponse
+	29, // 58: sandboxd.v1.SecretService.CreateSecret:output_type -> sandboxd.v1.CreateSecretResponse
+	32, // 59: sandboxd.v1.SecretService.ListSecrets:output_type -> sandboxd.v1.ListSecretsResponse
+	34, // 60: sandboxd.v1.SecretService.DeleteSecret:output_type -> sandboxd.v1.DeleteSecretResponse
+	47, // [47:61] is the sub-list for method output_type
+	33, // [33:47] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_sandboxd_v1_sandboxd_proto_init() }
@@ -2844,9 +2560,9 @@ func file_sandboxd_v1_sandboxd_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sandboxd_v1_sandboxd_proto_rawDesc), len(file_sandboxd_v1_sandboxd_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   45,
+			NumMessages:   40,
 			NumExtensions: 0,
-			NumServices:   4,
+			NumServices:   3,
 		},
 		GoTypes:           file_sandboxd_v1_sandboxd_proto_goTypes,
 		DependencyIndexes: file_sandboxd_v1_sandboxd_proto_depIdxs,

@@ -28,8 +28,6 @@ const (
 	ExecServiceName = "sandboxd.v1.ExecService"
 	// SecretServiceName is the fully-qualified name of the SecretService service.
 	SecretServiceName = "sandboxd.v1.SecretService"
-	// ImageServiceName is the fully-qualified name of the ImageService service.
-	ImageServiceName = "sandboxd.v1.ImageService"
 )
 
 // These constants are the fully-qualified names of the RPCs defined in this package. They're
@@ -78,10 +76,6 @@ const (
 	// SecretServiceDeleteSecretProcedure is the fully-qualified name of the SecretService's
 	// DeleteSecret RPC.
 	SecretServiceDeleteSecretProcedure = "/sandboxd.v1.SecretService/DeleteSecret"
-	// ImageServiceListImagesProcedure is the fully-qualified name of the ImageService's ListImages RPC.
-	ImageServiceListImagesProcedure = "/sandboxd.v1.ImageService/ListImages"
-	// ImageServiceGetImageProcedure is the fully-qualified name of the ImageService's GetImage RPC.
-	ImageServiceGetImageProcedure = "/sandboxd.v1.ImageService/GetImage"
 )
 
 // SandboxServiceClient is a client for the sandboxd.v1.SandboxService service.
@@ -600,100 +594,4 @@ func (UnimplementedSecretServiceHandler) ListSecrets(context.Context, *connect.R
 
 func (UnimplementedSecretServiceHandler) DeleteSecret(context.Context, *connect.Request[v1.DeleteSecretRequest]) (*connect.Response[v1.DeleteSecretResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sandboxd.v1.SecretService.DeleteSecret is not implemented"))
-}
-
-// ImageServiceClient is a client for the sandboxd.v1.ImageService service.
-type ImageServiceClient interface {
-	ListImages(context.Context, *connect.Request[v1.ListImagesRequest]) (*connect.Response[v1.ListImagesResponse], error)
-	GetImage(context.Context, *connect.Request[v1.GetImageRequest]) (*connect.Response[v1.GetImageResponse], error)
-}
-
-// NewImageServiceClient constructs a client for the sandboxd.v1.ImageService service. By default,
-// it uses the Connect protocol with the binary Protobuf Codec, asks for gzipped responses, and
-// sends uncompressed requests. To use the gRPC or gRPC-Web protocols, supply the connect.WithGRPC()
-// or connect.WithGRPCWeb() options.
-//
-// The URL supplied here should be the base URL for the Connect or gRPC server (for example,
-// http://api.acme.com or https://acme.com/grpc).
-func NewImageServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...connect.ClientOption) ImageServiceClient {
-	baseURL = strings.TrimRight(baseURL, "/")
-	imageServiceMethods := v1.File_sandboxd_v1_sandboxd_proto.Services().ByName("ImageService").Methods()
-	return &imageServiceClient{
-		listImages: connect.NewClient[v1.ListImagesRequest, v1.ListImagesResponse](
-			httpClient,
-			baseURL+ImageServiceListImagesProcedure,
-			connect.WithSchema(imageServiceMethods.ByName("ListImages")),
-			connect.WithClientOptions(opts...),
-		),
-		getImage: connect.NewClient[v1.GetImageRequest, v1.GetImageResponse](
-			httpClient,
-			baseURL+ImageServiceGetImageProcedure,
-			connect.WithSchema(imageServiceMethods.ByName("GetImage")),
-			connect.WithClientOptions(opts...),
-		),
-	}
-}
-
-// imageServiceClient implements ImageServiceClient.
-type imageServiceClient struct {
-	listImages *connect.Client[v1.ListImagesRequest, v1.ListImagesResponse]
-	getImage   *connect.Client[v1.GetImageRequest, v1.GetImageResponse]
-}
-
-// ListImages calls sandboxd.v1.ImageService.ListImages.
-func (c *imageServiceClient) ListImages(ctx context.Context, req *connect.Request[v1.ListImagesRequest]) (*connect.Response[v1.ListImagesResponse], error) {
-	return c.listImages.CallUnary(ctx, req)
-}
-
-// GetImage calls sandboxd.v1.ImageService.GetImage.
-func (c *imageServiceClient) GetImage(ctx context.Context, req *connect.Request[v1.GetImageRequest]) (*connect.Response[v1.GetImageResponse], error) {
-	return c.getImage.CallUnary(ctx, req)
-}
-
-// ImageServiceHandler is an implementation of the sandboxd.v1.ImageService service.
-type ImageServiceHandler interface {
-	ListImages(context.Context, *connect.Request[v1.ListImagesRequest]) (*connect.Response[v1.ListImagesResponse], error)
-	GetImage(context.Context, *connect.Request[v1.GetImageRequest]) (*connect.Response[v1.GetImageResponse], error)
-}
-
-// NewImageServiceHandler builds an HTTP handler from the service implementation. It returns the
-// path on which to mount the handler and the handler itself.
-//
-// By default, handlers support the Connect, gRPC, and gRPC-Web protocols with the binary Protobuf
-// and JSON codecs. They also support gzip compression.
-func NewImageServiceHandler(svc ImageServiceHandler, opts ...connect.HandlerOption) (string, http.Handler) {
-	imageServiceMethods := v1.File_sandboxd_v1_sandboxd_proto.Services().ByName("ImageService").Methods()
-	imageServiceListImagesHandler := connect.NewUnaryHandler(
-		ImageServiceListImagesProcedure,
-		svc.ListImages,
-		connect.WithSchema(imageServiceMethods.ByName("ListImages")),
-		connect.WithHandlerOptions(opts...),
-	)
-	imageServiceGetImageHandler := connect.NewUnaryHandler(
-		ImageServiceGetImageProcedure,
-		svc.GetImage,
-		connect.WithSchema(imageServiceMethods.ByName("GetImage")),
-		connect.WithHandlerOptions(opts...),
-	)
-	return "/sandboxd.v1.ImageService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.URL.Path {
-		case ImageServiceListImagesProcedure:
-			imageServiceListImagesHandler.ServeHTTP(w, r)
-		case ImageServiceGetImageProcedure:
-			imageServiceGetImageHandler.ServeHTTP(w, r)
-		default:
-			http.NotFound(w, r)
-		}
-	})
-}
-
-// UnimplementedImageServiceHandler returns CodeUnimplemented from all methods.
-type UnimplementedImageServiceHandler struct{}
-
-func (UnimplementedImageServiceHandler) ListImages(context.Context, *connect.Request[v1.ListImagesRequest]) (*connect.Response[v1.ListImagesResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sandboxd.v1.ImageService.ListImages is not implemented"))
-}
-
-func (UnimplementedImageServiceHandler) GetImage(context.Context, *connect.Request[v1.GetImageRequest]) (*connect.Response[v1.GetImageResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sandboxd.v1.ImageService.GetImage is not implemented"))
 }
