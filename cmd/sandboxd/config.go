@@ -22,6 +22,8 @@ type Config struct {
 	Mirror       string
 	Debug        bool
 	NoBaseBuild  bool
+	// MaxFileSize caps files written through the file API (bytes; 0: none).
+	MaxFileSize int64
 }
 
 // AddFlags registers the flags.
@@ -37,6 +39,7 @@ func (c *Config) AddFlags(f *pflag.FlagSet) {
 	f.StringVar(&c.Mirror, "debian-mirror", "", "Debian mirror for the debian-slim image (default: the host's apt sources)")
 	f.BoolVar(&c.Debug, "debug", false, "debug logging, runsc debug logs under DATA/logs/runsc")
 	f.BoolVar(&c.NoBaseBuild, "no-base-build", false, "serve: do not build missing base images at start-up")
+	f.Int64Var(&c.MaxFileSize, "max-file-size", 0, "serve: largest file (bytes) a write of the file API may make; 0 means no limit")
 }
 
 func (c *Config) validate() error {

@@ -135,8 +135,17 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if err := mgr.Recover(ctx); err != nil {
 		log.Error("recover", "err", err)
 	}
+	// Expired filesystem and directory snapshots go once no sandbox uses them.
+	go mgr.RunImageCollector(ctx, time.Minute)
+	snaps, stopCollector, err := openSnapshots(ctx, cfg, db, mgr, prov, log)
+	if err != nil {
+		mgr.Close()
+		return err
+	}
+	defer stopCollector()
 
-	srv := &server.Server{Sandboxes: mgr, Secrets: secrets, Images: imageAdapter{imgs}, Token: token}
+	srv := &server.Server{Sandboxes: mgr, Secrets: secrets, Images: imageAdapter{imgs}, Snapshots: snaps, Token: token,
+		FileSizeLimit: cfg.MaxFileSize}
 	var protos http.Protocols
 	protos.SetHTTP1(true)
 	protos.SetUnencryptedHTTP2(true)

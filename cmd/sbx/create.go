@@ -22,6 +22,7 @@ type createCmd struct {
 	cpu       float64
 	memoryMiB int64
 	tags      kvFlag
+	mounts    mountFlag
 }
 
 func newCreateCmd(a *app) *cobra.Command {
@@ -50,6 +51,7 @@ func newCreateCmd(a *app) *cobra.Command {
 	f.Float64Var(&c.cpu, "cpu", 0, "CPUs (may be fractional)")
 	f.Int64Var(&c.memoryMiB, "memory", 0, "memory limit in MiB")
 	f.Var(&c.tags, "tag", "tag KEY=VALUE (repeatable)")
+	f.Var(&c.mounts, "mount", "mount image IMAGE at absolute PATH, copy-on-write: IMAGE:/PATH (repeatable)")
 	return cmd
 }
 
@@ -78,7 +80,7 @@ func (c *createCmd) run(cmd *cobra.Command, a *app, entrypoint []string) error {
 	sb, err := client.Create(cmd.Context(), sandboxd.CreateOptions{
 		App: c.app, Name: c.name, Image: c.image, Entrypoint: entrypoint,
 		Env: c.env.m, Secrets: c.secrets, Workdir: c.workdir, Timeout: c.timeout,
-		CPU: c.cpu, MemoryMiB: c.memoryMiB, Tags: c.tags.m,
+		CPU: c.cpu, MemoryMiB: c.memoryMiB, Tags: c.tags.m, Mounts: c.mounts.ms,
 	})
 	if err != nil {
 		return fmt.Errorf("create: %w", err)

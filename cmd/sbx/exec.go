@@ -29,6 +29,7 @@ type execCmd struct {
 	env     kvFlag
 	timeout time.Duration
 	stdin   bool
+	tty     bool
 	// notify registers for the signals forwarded to the process (signal.Notify
 	// outside tests).
 	notify func(chan<- os.Signal, ...os.Signal)
@@ -57,6 +58,7 @@ func newExecCmd(a *app) *cobra.Command {
 	f.Var(&c.env, "env", "environment variable KEY=VALUE (repeatable)")
 	f.Var(durationFlag{&c.timeout}, "timeout", "kill the command after a duration (30s, 5m) or seconds; exit 124")
 	f.BoolVarP(&c.stdin, "interactive", "i", false, "forward sbx's stdin to the command")
+	f.BoolVarP(&c.tty, "tty", "t", false, "run the command on a terminal (stdin forwarded, output merged)")
 	return cmd
 }
 
@@ -95,6 +97,9 @@ func (c *execCmd) run(ctx context.Context, a *app, ref string, argv []string) er
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if c.tty {
+		return c.runTTY(ctx, a, sb, argv, sigs)
+	}
 	p, err := sb.Exec(ctx, argv, &sandboxd.ExecOptions{
 		Workdir: c.workdir, Env: c.env.m, Timeout: c.timeout, Stdin: c.stdin,
 		Stdout: a.stdout, Stderr: a.stderr,

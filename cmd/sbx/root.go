@@ -63,7 +63,15 @@ func newRootCmd(a *app) *cobra.Command {
 		newTerminateCmd(a),
 		newTagCmd(a),
 		newSecretCmd(a),
+		newSnapshotCmd(a),
+		newRestoreCmd(a),
+		newSnapshotsCmd(a),
+		newSnapshotFSCmd(a),
+		newSnapshotDirCmd(a),
+		newImagesCmd(a),
 		newVersionCmd(a),
+		newCpCmd(a),
+		newFsCmd(a),
 	)
 	return root
 }

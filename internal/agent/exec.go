@@ -35,6 +35,7 @@ type execution struct {
 	pid      int
 	stdin    *stdinPipe // nil when stdin is off
 	pipes    [2]*os.File
+	tty      *os.File      // the terminal's master, for tty execs; closed on exit
 	grace    time.Duration // how long output may stay open after the leader exits
 
 	mu       sync.Mutex
@@ -160,6 +161,9 @@ func (e *execution) onExit(ws syscall.WaitStatus) {
 	}
 	if e.stdin != nil {
 		e.stdin.shut()
+	}
+	if e.tty != nil {
+		e.tty.Close()
 	}
 }
 

@@ -28,6 +28,7 @@ func (a *Agent) Handler() http.Handler {
 	// No compression: the link is a local veth and output is often binary;
 	// gzip would only cost CPU inside the sandbox.
 	mux.Handle(agentv1connect.NewAgentServiceHandler(&service{a: a}, connect.WithCompression("gzip", nil, nil)))
+	mux.Handle(agentv1connect.NewFilesystemServiceHandler(newFSService(), connect.WithCompression("gzip", nil, nil)))
 	return requireToken(a.cfg.Token, mux)
 }
 

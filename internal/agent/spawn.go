@@ -5,6 +5,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -21,6 +22,9 @@ type plan struct {
 	dir    string
 	stdin  bool
 	output [2]agentv1.OutputMode
+	// tty runs the process on a terminal of rows x cols (see tty.go).
+	tty        bool
+	rows, cols uint32
 }
 
 // prepare validates spec and resolves what starting it needs.
@@ -50,6 +54,12 @@ func (a *Agent) prepare(spec *agentv1.ProcessSpec) (*plan, error) {
 		return nil, err
 	}
 	p.env = env
+	if spec.Tty {
+		p.tty, p.rows, p.cols = true, spec.Rows, spec.Cols
+		if !slices.ContainsFunc(env, func(kv string) bool { return strings.HasPrefix(kv, "TERM=") }) {
+			p.env = append(slices.Clip(env), "TERM=xterm-256color")
+		}
+	}
 	p.path, err = lookPath(spec.Argv[0], env)
 	if err != nil {
 		return nil, err
@@ -110,6 +120,9 @@ func lookPath(file string, env []string) (string, error) {
 // spawn starts the process of e in its own process group. On success it
 // sets e.pid, e.stdin and e.pipes; on failure it leaves nothing open.
 func (a *Agent) spawn(e *execution, p *plan) (err error) {
+	if p.tty {
+		return a.spawnTTY(e, p)
+	}
 	var child, mine []*os.File
 	defer func() {
 		for _, f := range child {

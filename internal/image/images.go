@@ -33,6 +33,10 @@ type Image struct {
 	CreatedAt time.Time
 	LastUsed  time.Time // zero: never
 	Names     []string  // sorted
+	// IdleTTL is how long the image lives after its last use (its creation
+	// counts as one); zero: no expiry. ExpiresAt follows from it (zero: never).
+	IdleTTL   time.Duration
+	ExpiresAt time.Time
 }
 
 const idPrefix = "im-"
@@ -73,12 +77,10 @@ func (s *Store) CreateImage(ctx context.Context, layers []Digest, cfg ImageConfi
 			return Image{}, err
 		}
 	}
-	m, err := json.Marshal(manifest{Layers: layers, Config: cfg})
+	id, err := imageID(layers, cfg)
 	if err != nil {
-		return Image{}, fmt.Errorf("create image: %w", err)
+		return Image{}, err
 	}
-	sum := sha256.Sum256(m)
-	id := idPrefix + hex.EncodeToString(sum[:])
 	layersJSON, _ := json.Marshal(layers)
 	cfgJSON, _ := json.Marshal(cfg)
 
@@ -108,6 +110,16 @@ func (s *Store) CreateImage(ctx context.Context, layers []Digest, cfg ImageConfi
 		return Image{}, fmt.Errorf("create image: %w", err)
 	}
 	return s.Get(ctx, id)
+}
+
+// imageID returns the id of the image made of layers and cfg.
+func imageID(layers []Digest, cfg ImageConfig) (string, error) {
+	m, err := json.Marshal(manifest{Layers: layers, Config: cfg})
+	if err != nil {
+		return "", fmt.Errorf("image id: %w", err)
+	}
+	sum := sha256.Sum256(m)
+	return idPrefix + hex.EncodeToString(sum[:]), nil
 }
 
 // SetName points name at image id, moving it if it named another image.
@@ -167,8 +179,8 @@ func (s *Store) List(ctx context.Context) ([]Image, error) {
 }
 
 func (s *Store) query(ctx context.Context, where string, args ...any) ([]Image, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, layers_json, config_json, source, size, created_at, last_used
-		FROM images `+where+` ORDER BY created_at, id`, args...)
+	rows, err := s.db.QueryContext(ctx, `SELECT id, layers_json, config_json, source, size, created_at, last_used,
+		idle_ttl, expires_at FROM images `+where+` ORDER BY created_at, id`, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -177,8 +189,8 @@ func (s *Store) query(ctx context.Context, where string, args ...any) ([]Image, 
 	for rows.Next() {
 		var im Image
 		var layersJSON, cfgJSON string
-		var created, used int64
-		if err := rows.Scan(&im.ID, &layersJSON, &cfgJSON, &im.Source, &im.Size, &created, &used); err != nil {
+		var created, used, ttl, expires int64
+		if err := rows.Scan(&im.ID, &layersJSON, &cfgJSON, &im.Source, &im.Size, &created, &used, &ttl, &expires); err != nil {
 			return nil, err
 		}
 		if err := json.Unmarshal([]byte(layersJSON), &im.Layers); err != nil {
@@ -190,6 +202,10 @@ func (s *Store) query(ctx context.Context, where string, args ...any) ([]Image, 
 		im.CreatedAt = time.Unix(0, created)
 		if used != 0 {
 			im.LastUsed = time.Unix(0, used)
+		}
+		im.IdleTTL = time.Duration(ttl)
+		if expires != 0 {
+			im.ExpiresAt = time.Unix(0, expires)
 		}
 		ims = append(ims, im)
 	}
@@ -228,9 +244,12 @@ func (s *Store) fillNames(ctx context.Context, ims []Image) error {
 	return rows.Err()
 }
 
-// TouchLastUsed records that image id was just used (for collectors).
+// TouchLastUsed records that image id was just used (for collectors): an
+// image with an IdleTTL then expires IdleTTL from now.
 func (s *Store) TouchLastUsed(ctx context.Context, id string) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE images SET last_used = ? WHERE id = ?`, s.clock.Now().UnixNano(), id)
+	now := s.clock.Now().UnixNano()
+	res, err := s.db.ExecContext(ctx, `UPDATE images SET last_used = ?,
+		expires_at = CASE WHEN idle_ttl > 0 THEN ? + idle_ttl ELSE expires_at END WHERE id = ?`, now, now, id)
 	if err != nil {
 		return fmt.Errorf("touch image %q: %w", id, err)
 	}

@@ -46,6 +46,7 @@ const (
 type Engine interface {
 	Run(ctx context.Context, s runtime.Spec) error
 	State(ctx context.Context, id string) (runtime.State, error)
+	SandboxPid(id string) (int, error)
 	Cleanup(ctx context.Context, id string) error
 	List() ([]string, error)
 }
@@ -128,7 +129,14 @@ func (p *Provisioner) sandboxDir(id string) string { return filepath.Join(p.dir,
 
 // Provision brings a sandbox up: network, root overlay, bundle, engine. Each
 // step registers its undo; on error every step done is undone.
-func (p *Provisioner) Provision(ctx context.Context, req sandbox.ProvisionRequest) (h sandbox.Handle, err error) {
+func (p *Provisioner) Provision(ctx context.Context, req sandbox.ProvisionRequest) (sandbox.Handle, error) {
+	return p.bringUp(ctx, req, nil)
+}
+
+// bringUp is Provision, or with from set the restore of a checkpoint into a
+// new sandbox (see snapshot.go): the same steps, so a restored sandbox has
+// the same mounts at the same places as the one checkpointed.
+func (p *Provisioner) bringUp(ctx context.Context, req sandbox.ProvisionRequest, from *restoreFrom) (h sandbox.Handle, err error) {
 	var undo []func()
 	defer func() {
 		if err != nil {
@@ -149,6 +157,10 @@ func (p *Provisioner) Provision(ctx context.Context, req sandbox.ProvisionReques
 			return h, fmt.Errorf("sandbox dir: %w", err)
 		}
 	}
+	// The overlay's root takes the upper dir's mode: it is the sandbox's "/".
+	if err := os.Chmod(sub("upper"), 0o755); err != nil {
+		return h, fmt.Errorf("sandbox dir: %w", err)
+	}
 
 	ep, err := p.net.Setup(ctx, req.ID)
 	if err != nil {
@@ -167,11 +179,20 @@ func (p *Provisioner) Provision(ctx context.Context, req sandbox.ProvisionReques
 	if err := prepareRoot(sub("rootfs")); err != nil {
 		return h, err
 	}
+	imageMounts, err := p.prepareMounts(ctx, dir, sub("rootfs"), req.Mounts)
+	undo = append(undo, func() { unmountImages(dir) })
+	if err != nil {
+		return h, err
+	}
 
 	token := randomToken()
 	cfg := agent.Config{
 		SandboxID: req.ID, Token: token, Listen: fmt.Sprintf("0.0.0.0:%d", agent.DefaultPort),
 		Env: req.Env, Workdir: req.Workdir, Entrypoint: req.Entrypoint,
+	}
+	if from != nil {
+		cfg = from.agent // the restored agent keeps this config, token included, in memory
+		token = cfg.Token
 	}
 	b, _ := json.Marshal(cfg)
 	if err := writeFileSync(filepath.Join(sub("agent"), "agent.json"), b, 0o600); err != nil {
@@ -184,29 +205,32 @@ func (p *Provisioner) Provision(ctx context.Context, req sandbox.ProvisionReques
 		Args:    []string{AgentBinDir + "/" + agentName, "init", "--config", AgentRunDir + "/agent.json"},
 		Env:     []string{"PATH=" + agent.DefaultPath},
 		Cwd:     "/",
-		Mounts: []runtime.Mount{
+		Mounts: append([]runtime.Mount{
 			{Source: p.agentDir, Destination: AgentBinDir, ReadOnly: true},
 			{Source: sub("agent"), Destination: AgentRunDir, ReadOnly: true},
-		},
+		}, imageMounts...),
 		NetNSPath: ep.NetNSPath,
 		Resources: runtime.Resources{
 			CPUs: req.Resources.CPU, MemoryBytes: req.Resources.MemoryMiB << 20, Pids: req.Resources.Pids,
 		},
 	}
 	undo = append(undo, func() { p.engine.Cleanup(bg, req.ID) })
-	if err := p.engine.Run(ctx, spec); err != nil {
+	if from != nil {
+		err = from.engine.Restore(ctx, spec, from.imageDir)
+	} else {
+		err = p.engine.Run(ctx, spec)
+	}
+	if err != nil {
 		return h, fmt.Errorf("start engine: %w", err)
 	}
-	st, err := p.engine.State(ctx, req.ID)
+	pid, err := p.engine.SandboxPid(req.ID)
 	if err != nil {
 		return h, fmt.Errorf("engine state: %w", err)
 	}
 	h = sandbox.Handle{
-		ID: req.ID, AgentAddr: ep.AgentAddr(agent.DefaultPort), AgentToken: token, Pid: st.Pid,
+		ID: req.ID, AgentAddr: ep.AgentAddr(agent.DefaultPort), AgentToken: token, Pid: pid,
 	}
-	if st.Pid > 0 {
-		h.PidStart, _ = sandbox.ProcStart(st.Pid)
-	}
+	h.PidStart, _ = sandbox.ProcStart(pid)
 	h.Engine, _ = json.Marshal(engineState{Dir: dir, Endpoint: ep})
 	return h, nil
 }
@@ -269,6 +293,9 @@ func (p *Provisioner) removeDir(id string) error {
 	dir := p.sandboxDir(id)
 	if err := image.UnmountRootfs(filepath.Join(dir, "rootfs")); err != nil {
 		return fmt.Errorf("unmount root: %w", err)
+	}
+	if err := unmountImages(dir); err != nil {
+		return fmt.Errorf("unmount images: %w", err)
 	}
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("remove sandbox dir: %w", err)

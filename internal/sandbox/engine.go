@@ -38,6 +38,8 @@ type ProvisionRequest struct {
 	Env        []string
 	Workdir    string
 	Entrypoint []string
+	// Mounts are images to mount (see ImageMount), in the order given.
+	Mounts []MountRequest
 }
 
 // Handle is what the engine needs to find a sandbox again and take it down.

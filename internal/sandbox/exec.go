@@ -30,6 +30,9 @@ type ExecRequest struct {
 	StdoutOffset int64
 	StderrOffset int64
 	AttachOnly   bool
+	// TTY runs the process on a terminal of Rows x Cols (0: 24 x 80).
+	TTY        bool
+	Rows, Cols uint32
 }
 
 // Exec starts (or attaches to) a process in a running sandbox and returns its
@@ -88,7 +91,7 @@ func (m *Manager) Exec(ctx context.Context, sandboxID string, r ExecRequest) (Ex
 	if !r.AttachOnly {
 		req.Spec = &agentv1.ProcessSpec{
 			Argv: r.Argv, Workdir: r.Workdir, Env: env, Stdin: r.Stdin, TimeoutMs: r.TimeoutMs,
-			Stdout: r.Stdout, Stderr: r.Stderr,
+			Stdout: r.Stdout, Stderr: r.Stderr, Tty: r.TTY, Rows: r.Rows, Cols: r.Cols,
 		}
 	}
 	s, err := l.agent.Exec(ctx, req)

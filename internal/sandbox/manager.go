@@ -127,6 +127,10 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (*Sandbox, error) {
 	if err != nil {
 		return nil, err
 	}
+	mounts, err := m.resolveMounts(ctx, &spec)
+	if err != nil {
+		return nil, err
+	}
 	secretEnv, err := m.secrets.Values(ctx, spec.Secrets)
 	if err != nil {
 		return nil, err
@@ -156,6 +160,7 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (*Sandbox, error) {
 	env := mergeEnv(img.Env, spec.Env, secretEnv)
 	h, err := m.prov.Provision(ctx, ProvisionRequest{
 		ID: sb.ID, Image: img, Resources: spec.Resources, Env: env, Workdir: workdir, Entrypoint: spec.Entrypoint,
+		Mounts: mounts,
 	})
 	if err != nil {
 		return fail(err)

@@ -76,6 +76,8 @@ type Spec struct {
 	Timeout    time.Duration     `json:"timeout"`
 	Resources  Resources         `json:"resources"`
 	Tags       map[string]string `json:"tags,omitempty"`
+	// Mounts are images mounted at create time (see ImageMount).
+	Mounts []ImageMount `json:"mounts,omitempty"`
 }
 
 // Sandbox is the record of one sandbox, live or finished.

@@ -19,6 +19,7 @@ func (h *execService) Exec(ctx context.Context, req *connect.Request[pb.ExecRequ
 		ExecID: r.ExecId, Argv: r.Argv, Workdir: r.Workdir, Env: r.Env, Secrets: r.Secrets, Stdin: r.Stdin,
 		TimeoutMs: r.TimeoutMs, Stdout: agentv1.OutputMode(r.Stdout), Stderr: agentv1.OutputMode(r.Stderr),
 		StdoutOffset: r.StdoutOffset, StderrOffset: r.StderrOffset, AttachOnly: r.AttachOnly,
+		TTY: r.Tty, Rows: r.Rows, Cols: r.Cols,
 	})
 	if err != nil {
 		return toRPC(err)

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	pb "github.com/sandboxd/sandboxd/api/gen/sandboxd/v1"
 )
@@ -17,12 +18,20 @@ type ImageView struct {
 	Size      int64
 	CreatedAt time.Time
 	Source    string
+	LastUsed  time.Time     // zero: never
+	IdleTTL   time.Duration // zero: no expiry
+	ExpiresAt time.Time     // zero: never
 }
 
 type imageService struct{ s *Server }
 
 func imageToPB(v ImageView) *pb.Image {
-	return &pb.Image{Id: v.ID, Names: v.Names, Layers: v.Layers, SizeBytes: v.Size, CreatedAt: ts(v.CreatedAt), Source: v.Source}
+	im := &pb.Image{Id: v.ID, Names: v.Names, Layers: v.Layers, SizeBytes: v.Size, CreatedAt: ts(v.CreatedAt), Source: v.Source,
+		LastUsed: ts(v.LastUsed), ExpiresAt: ts(v.ExpiresAt)}
+	if v.IdleTTL > 0 {
+		im.IdleTtl = durationpb.New(v.IdleTTL)
+	}
+	return im
 }
 
 func (h *imageService) ListImages(ctx context.Context, req *connect.Request[pb.ListImagesRequest]) (*connect.Response[pb.ListImagesResponse], error) {

@@ -25,6 +25,7 @@ func (h *sandboxService) CreateSandbox(ctx context.Context, req *connect.Request
 	if res := r.Resources; res != nil {
 		spec.Resources = sandbox.Resources{CPU: res.Cpu, MemoryMiB: res.MemoryMib, Pids: res.Pids}
 	}
+	spec.Mounts = mountsFromPB(r.Mounts)
 	sb, err := h.s.Sandboxes.Create(ctx, spec)
 	if err != nil {
 		return nil, toRPC(err)

@@ -28,7 +28,10 @@ type Server struct {
 	Sandboxes *sandbox.Manager
 	Secrets   *secret.Store
 	Images    ImageLister
+	Snapshots *sandbox.Snapshots
 	Token     string
+	// FileSizeLimit caps the size of files written through the file API; 0: none.
+	FileSizeLimit int64
 }
 
 // Handler returns the HTTP handler of every service, behind bearer-token auth.
@@ -39,6 +42,11 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle(sandboxdv1connect.NewExecServiceHandler(&execService{s}, opts))
 	mux.Handle(sandboxdv1connect.NewSecretServiceHandler(&secretService{s}, opts))
 	mux.Handle(sandboxdv1connect.NewImageServiceHandler(&imageService{s}, opts))
+	// No gzip for file contents: it costs more CPU than the link saves.
+	mux.Handle(sandboxdv1connect.NewFileServiceHandler(&fileService{s}, opts, connect.WithCompression("gzip", nil, nil)))
+	if s.Snapshots != nil {
+		mux.Handle(sandboxdv1connect.NewSnapshotServiceHandler(&snapshotService{s}, opts))
+	}
 	return mux
 }
 
@@ -77,6 +85,10 @@ func (a *auth) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.S
 	}
 }
 
+// ClassHeader is the error metadata key naming a class that has no RPC code
+// of its own ("expired").
+const ClassHeader = "Sandboxd-Class"
+
 // toRPC maps an error of the domain to an RPC error, keeping its message.
 // Errors that already carry an RPC code (from the agent) keep it.
 func toRPC(err error) error {
@@ -110,8 +122,11 @@ func toRPC(err error) error {
 	case errdefs.ErrPermissionDenied:
 		code = connect.CodePermissionDenied
 	case errdefs.ErrExpired:
-		// An expired object is a precondition that no longer holds.
-		code = connect.CodeFailedPrecondition
+		// An expired object is a precondition that no longer holds; the
+		// metadata lets clients tell it apart (the SDK's ErrExpired).
+		ce := connect.NewError(connect.CodeFailedPrecondition, err)
+		ce.Meta().Set(ClassHeader, "expired")
+		return ce
 	case errdefs.ErrDeadlineExceeded:
 		code = connect.CodeDeadlineExceeded
 	case errdefs.ErrCanceled:

@@ -61,4 +61,31 @@ CREATE TABLE image_names (
 	image_id TEXT NOT NULL REFERENCES images(id)
 );
 `,
+	// 2: memory snapshots, and which snapshot a restored sandbox came from.
+	`
+CREATE TABLE snapshots (
+	id                 TEXT PRIMARY KEY, -- sn-<16 hex>; its files are DATA/snapshots/<id>/
+	source_sandbox_id  TEXT NOT NULL,
+	parent_snapshot_id TEXT NOT NULL DEFAULT '',
+	app                TEXT NOT NULL,
+	record_json        TEXT NOT NULL,    -- what a restore needs: spec, image, layers
+	size               INTEGER NOT NULL, -- bytes on disk
+	checksum           TEXT NOT NULL,    -- sha256 of the manifest (which lists every file's checksum)
+	created_at         INTEGER NOT NULL,
+	expires_at         INTEGER NOT NULL
+);
+CREATE INDEX snapshots_expires ON snapshots(expires_at);
+
+CREATE TABLE sandbox_origins (
+	sandbox_id  TEXT PRIMARY KEY,  -- a sandbox restored from a snapshot
+	snapshot_id TEXT NOT NULL,     -- that snapshot (it may have been deleted since)
+	expires_at  INTEGER NOT NULL   -- its expiry, inherited by snapshots of the sandbox
+);
+`,
+	// 3: image lifetimes by last use (filesystem and directory snapshots).
+	// images.expires_at is then max(created_at, last_used) + idle_ttl.
+	`
+ALTER TABLE images ADD COLUMN idle_ttl INTEGER NOT NULL DEFAULT 0; -- nanoseconds; 0: no expiry by idleness
+CREATE INDEX images_expires ON images(expires_at) WHERE expires_at != 0;
+`,
 }

@@ -39,6 +39,8 @@ type Client struct {
 	exec      sandboxdv1connect.ExecServiceClient
 	secrets   sandboxdv1connect.SecretServiceClient
 	images    sandboxdv1connect.ImageServiceClient
+	files     sandboxdv1connect.FileServiceClient
+	snapshots sandboxdv1connect.SnapshotServiceClient
 }
 
 // NewClient returns a client of the daemon at addr ("http://host:port" or
@@ -58,6 +60,8 @@ func NewClient(addr, token string) *Client {
 		exec:      sandboxdv1connect.NewExecServiceClient(hc, addr, opts),
 		secrets:   sandboxdv1connect.NewSecretServiceClient(hc, addr, opts),
 		images:    sandboxdv1connect.NewImageServiceClient(hc, addr, opts),
+		files:     sandboxdv1connect.NewFileServiceClient(hc, addr, opts),
+		snapshots: sandboxdv1connect.NewSnapshotServiceClient(hc, addr, opts),
 	}
 }
 

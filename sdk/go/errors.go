@@ -19,7 +19,10 @@ var (
 	ErrDeadlineExceeded   = errors.New("deadline exceeded")
 	ErrCanceled           = errors.New("canceled")
 	ErrOutOfRange         = errors.New("out of range")
-	ErrInternal           = errors.New("internal error")
+	// ErrExpired: the object (a snapshot) has expired. The daemon sends it as
+	// FAILED_PRECONDITION with the Sandboxd-Class: expired error metadata.
+	ErrExpired  = errors.New("expired")
+	ErrInternal = errors.New("internal error")
 )
 
 // Error is an error returned by the daemon: its class and its message.
@@ -59,6 +62,9 @@ func wrap(err error) error {
 	class, ok := codeClass[ce.Code()]
 	if !ok {
 		class = ErrInternal
+	}
+	if ce.Meta().Get("Sandboxd-Class") == "expired" {
+		class = ErrExpired
 	}
 	return &Error{Class: class, Message: ce.Message()}
 }

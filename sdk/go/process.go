@@ -31,6 +31,10 @@ type ExecOptions struct {
 	// the sandbox.
 	Stdout, Stderr               io.Writer
 	DiscardStdout, DiscardStderr bool
+	// TTY runs the process on a terminal of Rows x Cols (0: 24 x 80):
+	// all output comes on Stdout, and Process.Resize changes the size.
+	TTY        bool
+	Rows, Cols int
 }
 
 // Process is a process started by Exec.
@@ -69,6 +73,7 @@ func (s *Sandbox) Exec(ctx context.Context, argv []string, o *ExecOptions) (*Pro
 	req := &pb.ExecRequest{
 		SandboxId: s.ID, ExecId: o.ExecID, Argv: argv, Workdir: o.Workdir, Env: o.Env, Secrets: o.Secrets,
 		Stdin: o.Stdin, TimeoutMs: o.Timeout.Milliseconds(),
+		Tty: o.TTY, Rows: uint32(o.Rows), Cols: uint32(o.Cols),
 	}
 	if o.DiscardStdout {
 		req.Stdout = pb.OutputMode_OUTPUT_MODE_DEVNULL

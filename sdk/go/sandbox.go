@@ -29,6 +29,8 @@ type CreateOptions struct {
 	MemoryMiB int64
 	Pids      int64
 	Tags      map[string]string
+	// Mounts are images mounted at paths (copy-on-write, nothing copied).
+	Mounts []Mount
 }
 
 // State is a sandbox's state.
@@ -81,6 +83,7 @@ func (c *Client) Create(ctx context.Context, o CreateOptions) (*Sandbox, error) 
 		App: o.App, Name: o.Name, Image: o.Image, Entrypoint: o.Entrypoint, Env: o.Env, Secrets: o.Secrets,
 		Workdir: o.Workdir, TimeoutMs: o.Timeout.Milliseconds(), Tags: o.Tags,
 		Resources: &pb.Resources{Cpu: o.CPU, MemoryMib: o.MemoryMiB, Pids: o.Pids},
+		Mounts:    mountsToPB(o.Mounts),
 	}))
 	if err != nil {
 		return nil, wrap(err)

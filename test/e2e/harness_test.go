@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
 	"fmt"
 	"net"
 	"os"
@@ -46,7 +47,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer cleanup()
-	shared, err = startDaemon(daemonOpts{prefix: "sbte", cidr: "10.214.0.0/16"})
+	shared, err = startDaemon(uniqueOpts())
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: start daemon:", err)
 		return 1
@@ -99,6 +100,18 @@ func binaries() (string, func(), error) {
 func repoRoot() string {
 	wd, _ := os.Getwd()
 	return filepath.Clean(filepath.Join(wd, "..", ".."))
+}
+
+// uniqueOpts returns daemon options no other run on this machine uses at the
+// same time: a network prefix "sbt" + 4 hex digits (the leak checks of
+// scripts/test.sh know "sbt*") and a /22 (256 sandboxes) of its own.
+func uniqueOpts() daemonOpts {
+	var b [2]byte
+	rand.Read(b[:])
+	return daemonOpts{
+		prefix: fmt.Sprintf("sbt%02x%02x", b[0], b[1]),
+		cidr:   fmt.Sprintf("10.%d.%d.0/22", 200+int(b[0])%50, int(b[1])&0xfc),
+	}
 }
 
 type daemonOpts struct {

@@ -20,6 +20,9 @@ func TestCreateExecTerminate(t *testing.T) {
 	if r.stdout != "out\n" || r.stderr != "err\n" || r.status.Code != 3 {
 		t.Errorf("got stdout %q stderr %q code %d, want out/err/3", r.stdout, r.stderr, r.status.Code)
 	}
+	if r := execIn(t, sb, nil, "stat", "-c", "%a", "/"); r.stdout != "755\n" {
+		t.Errorf("got mode %q for /, want 755 (non-root users must reach the root)", r.stdout)
+	}
 	if code, _ := sb.Poll(ctx); code != nil {
 		t.Errorf("poll of a running sandbox: got %d, want nil", *code)
 	}

@@ -16,7 +16,7 @@ import (
 // stay usable, a sandbox whose engine died meanwhile is marked lost, and
 // nothing leaks.
 func TestDaemonRestart(t *testing.T) {
-	d, err := startDaemon(daemonOpts{prefix: "sbtr", cidr: "10.215.0.0/16"})
+	d, err := startDaemon(uniqueOpts())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -88,9 +88,15 @@ type ProcessSpec struct {
 	// Whether stdin is open for writes. Without it stdin reads EOF.
 	Stdin bool `protobuf:"varint,4,opt,name=stdin,proto3" json:"stdin,omitempty"`
 	// Killed (whole process group) after this many milliseconds; 0 means none.
-	TimeoutMs     int64      `protobuf:"varint,5,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
-	Stdout        OutputMode `protobuf:"varint,6,opt,name=stdout,proto3,enum=sandboxd.agent.v1.OutputMode" json:"stdout,omitempty"`
-	Stderr        OutputMode `protobuf:"varint,7,opt,name=stderr,proto3,enum=sandboxd.agent.v1.OutputMode" json:"stderr,omitempty"`
+	TimeoutMs int64      `protobuf:"varint,5,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	Stdout    OutputMode `protobuf:"varint,6,opt,name=stdout,proto3,enum=sandboxd.agent.v1.OutputMode" json:"stdout,omitempty"`
+	Stderr    OutputMode `protobuf:"varint,7,opt,name=stderr,proto3,enum=sandboxd.agent.v1.OutputMode" json:"stderr,omitempty"`
+	// Run on a new terminal (PTY) of rows x cols (0: 24 x 80), as the
+	// controlling terminal of a new session: stdin, stdout and stderr are the
+	// terminal, all output is on stdout, and stderr is empty.
+	Tty           bool   `protobuf:"varint,8,opt,name=tty,proto3" json:"tty,omitempty"`
+	Rows          uint32 `protobuf:"varint,9,opt,name=rows,proto3" json:"rows,omitempty"`
+	Cols          uint32 `protobuf:"varint,10,opt,name=cols,proto3" json:"cols,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -172,6 +178,27 @@ func (x *ProcessSpec) GetStderr() OutputMode {
 		return x.Stderr
 	}
 	return OutputMode_OUTPUT_MODE_UNSPECIFIED
+}
+
+func (x *ProcessSpec) GetTty() bool {
+	if x != nil {
+		return x.Tty
+	}
+	return false
+}
+
+func (x *ProcessSpec) GetRows() uint32 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+func (x *ProcessSpec) GetCols() uint32 {
+	if x != nil {
+		return x.Cols
+	}
+	return 0
 }
 
 type ExecRequest struct {
@@ -1003,11 +1030,107 @@ func (x *ListExecsResponse) GetExecs() []*ExecStatus {
 	return nil
 }
 
+type ResizeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ExecId        string                 `protobuf:"bytes,1,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
+	Rows          uint32                 `protobuf:"varint,2,opt,name=rows,proto3" json:"rows,omitempty"`
+	Cols          uint32                 `protobuf:"varint,3,opt,name=cols,proto3" json:"cols,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResizeRequest) Reset() {
+	*x = ResizeRequest{}
+	mi := &file_agent_v1_agent_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResizeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResizeRequest) ProtoMessage() {}
+
+func (x *ResizeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_agent_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResizeRequest.ProtoReflect.Descriptor instead.
+func (*ResizeRequest) Descriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ResizeRequest) GetExecId() string {
+	if x != nil {
+		return x.ExecId
+	}
+	return ""
+}
+
+func (x *ResizeRequest) GetRows() uint32 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+func (x *ResizeRequest) GetCols() uint32 {
+	if x != nil {
+		return x.Cols
+	}
+	return 0
+}
+
+type ResizeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResizeResponse) Reset() {
+	*x = ResizeResponse{}
+	mi := &file_agent_v1_agent_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResizeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResizeResponse) ProtoMessage() {}
+
+func (x *ResizeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_agent_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResizeResponse.ProtoReflect.Descriptor instead.
+func (*ResizeResponse) Descriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{16}
+}
+
 var File_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x14agent/v1/agent.proto\x12\x11sandboxd.agent.v1\"\xd1\x02\n" +
+	"\x14agent/v1/agent.proto\x12\x11sandboxd.agent.v1\"\x8b\x03\n" +
 	"\vProcessSpec\x12\x12\n" +
 	"\x04argv\x18\x01 \x03(\tR\x04argv\x12\x18\n" +
 	"\aworkdir\x18\x02 \x01(\tR\aworkdir\x129\n" +
@@ -1016,7 +1139,11 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"timeout_ms\x18\x05 \x01(\x03R\ttimeoutMs\x125\n" +
 	"\x06stdout\x18\x06 \x01(\x0e2\x1d.sandboxd.agent.v1.OutputModeR\x06stdout\x125\n" +
-	"\x06stderr\x18\a \x01(\x0e2\x1d.sandboxd.agent.v1.OutputModeR\x06stderr\x1a6\n" +
+	"\x06stderr\x18\a \x01(\x0e2\x1d.sandboxd.agent.v1.OutputModeR\x06stderr\x12\x10\n" +
+	"\x03tty\x18\b \x01(\bR\x03tty\x12\x12\n" +
+	"\x04rows\x18\t \x01(\rR\x04rows\x12\x12\n" +
+	"\x04cols\x18\n" +
+	" \x01(\rR\x04cols\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc5\x01\n" +
@@ -1074,19 +1201,25 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\arunning\x18\x03 \x01(\bR\arunning\x121\n" +
 	"\x06exited\x18\x04 \x01(\v2\x19.sandboxd.agent.v1.ExitedR\x06exited\"H\n" +
 	"\x11ListExecsResponse\x123\n" +
-	"\x05execs\x18\x01 \x03(\v2\x1d.sandboxd.agent.v1.ExecStatusR\x05execs*X\n" +
+	"\x05execs\x18\x01 \x03(\v2\x1d.sandboxd.agent.v1.ExecStatusR\x05execs\"P\n" +
+	"\rResizeRequest\x12\x17\n" +
+	"\aexec_id\x18\x01 \x01(\tR\x06execId\x12\x12\n" +
+	"\x04rows\x18\x02 \x01(\rR\x04rows\x12\x12\n" +
+	"\x04cols\x18\x03 \x01(\rR\x04cols\"\x10\n" +
+	"\x0eResizeResponse*X\n" +
 	"\n" +
 	"OutputMode\x12\x1b\n" +
 	"\x17OUTPUT_MODE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10OUTPUT_MODE_PIPE\x10\x01\x12\x17\n" +
-	"\x13OUTPUT_MODE_DEVNULL\x10\x022\xa1\x03\n" +
+	"\x13OUTPUT_MODE_DEVNULL\x10\x022\xf0\x03\n" +
 	"\fAgentService\x12F\n" +
 	"\x04Exec\x12\x1e.sandboxd.agent.v1.ExecRequest\x1a\x1c.sandboxd.agent.v1.ExecEvent0\x01\x12Y\n" +
 	"\n" +
 	"WriteStdin\x12$.sandboxd.agent.v1.WriteStdinRequest\x1a%.sandboxd.agent.v1.WriteStdinResponse\x12M\n" +
 	"\x06Signal\x12 .sandboxd.agent.v1.SignalRequest\x1a!.sandboxd.agent.v1.SignalResponse\x12G\n" +
 	"\x04Info\x12\x1e.sandboxd.agent.v1.InfoRequest\x1a\x1f.sandboxd.agent.v1.InfoResponse\x12V\n" +
-	"\tListExecs\x12#.sandboxd.agent.v1.ListExecsRequest\x1a$.sandboxd.agent.v1.ListExecsResponseB7Z5github.com/sandboxd/sandboxd/api/gen/agent/v1;agentv1b\x06proto3"
+	"\tListExecs\x12#.sandboxd.agent.v1.ListExecsRequest\x1a$.sandboxd.agent.v1.ListExecsResponse\x12M\n" +
+	"\x06Resize\x12 .sandboxd.agent.v1.ResizeRequest\x1a!.sandboxd.agent.v1.ResizeResponseB7Z5github.com/sandboxd/sandboxd/api/gen/agent/v1;agentv1b\x06proto3"
 
 var (
 	file_agent_v1_agent_proto_rawDescOnce sync.Once
@@ -1101,7 +1234,7 @@ func file_agent_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_agent_v1_agent_proto_goTypes = []any{
 	(OutputMode)(0),            // 0: sandboxd.agent.v1.OutputMode
 	(*ProcessSpec)(nil),        // 1: sandboxd.agent.v1.ProcessSpec
@@ -1119,10 +1252,12 @@ var file_agent_v1_agent_proto_goTypes = []any{
 	(*ListExecsRequest)(nil),   // 13: sandboxd.agent.v1.ListExecsRequest
 	(*ExecStatus)(nil),         // 14: sandboxd.agent.v1.ExecStatus
 	(*ListExecsResponse)(nil),  // 15: sandboxd.agent.v1.ListExecsResponse
-	nil,                        // 16: sandboxd.agent.v1.ProcessSpec.EnvEntry
+	(*ResizeRequest)(nil),      // 16: sandboxd.agent.v1.ResizeRequest
+	(*ResizeResponse)(nil),     // 17: sandboxd.agent.v1.ResizeResponse
+	nil,                        // 18: sandboxd.agent.v1.ProcessSpec.EnvEntry
 }
 var file_agent_v1_agent_proto_depIdxs = []int32{
-	16, // 0: sandboxd.agent.v1.ProcessSpec.env:type_name -> sandboxd.agent.v1.ProcessSpec.EnvEntry
+	18, // 0: sandboxd.agent.v1.ProcessSpec.env:type_name -> sandboxd.agent.v1.ProcessSpec.EnvEntry
 	0,  // 1: sandboxd.agent.v1.ProcessSpec.stdout:type_name -> sandboxd.agent.v1.OutputMode
 	0,  // 2: sandboxd.agent.v1.ProcessSpec.stderr:type_name -> sandboxd.agent.v1.OutputMode
 	1,  // 3: sandboxd.agent.v1.ExecRequest.spec:type_name -> sandboxd.agent.v1.ProcessSpec
@@ -1137,13 +1272,15 @@ var file_agent_v1_agent_proto_depIdxs = []int32{
 	9,  // 12: sandboxd.agent.v1.AgentService.Signal:input_type -> sandboxd.agent.v1.SignalRequest
 	11, // 13: sandboxd.agent.v1.AgentService.Info:input_type -> sandboxd.agent.v1.InfoRequest
 	13, // 14: sandboxd.agent.v1.AgentService.ListExecs:input_type -> sandboxd.agent.v1.ListExecsRequest
-	3,  // 15: sandboxd.agent.v1.AgentService.Exec:output_type -> sandboxd.agent.v1.ExecEvent
-	8,  // 16: sandboxd.agent.v1.AgentService.WriteStdin:output_type -> sandboxd.agent.v1.WriteStdinResponse
-	10, // 17: sandboxd.agent.v1.AgentService.Signal:output_type -> sandboxd.agent.v1.SignalResponse
-	12, // 18: sandboxd.agent.v1.AgentService.Info:output_type -> sandboxd.agent.v1.InfoResponse
-	15, // 19: sandboxd.agent.v1.AgentService.ListExecs:output_type -> sandboxd.agent.v1.ListExecsResponse
-	15, // [15:20] is the sub-list for method output_type
-	10, // [10:15] is the sub-list for method input_type
+	16, // 15: sandboxd.agent.v1.AgentService.Resize:input_type -> sandboxd.agent.v1.ResizeRequest
+	3,  // 16: sandboxd.agent.v1.AgentService.Exec:output_type -> sandboxd.agent.v1.ExecEvent
+	8,  // 17: sandboxd.agent.v1.AgentService.WriteStdin:output_type -> sandboxd.agent.v1.WriteStdinResponse
+	10, // 18: sandboxd.agent.v1.AgentService.Signal:output_type -> sandboxd.agent.v1.SignalResponse
+	12, // 19: sandboxd.agent.v1.AgentService.Info:output_type -> sandboxd.agent.v1.InfoResponse
+	15, // 20: sandboxd.agent.v1.AgentService.ListExecs:output_type -> sandboxd.agent.v1.ListExecsResponse
+	17, // 21: sandboxd.agent.v1.AgentService.Resize:output_type -> sandboxd.agent.v1.ResizeResponse
+	16, // [16:22] is the sub-list for method output_type
+	10, // [10:16] is the sub-list for method input_type
 	10, // [10:10] is the sub-list for extension type_name
 	10, // [10:10] is the sub-list for extension extendee
 	0,  // [0:10] is the sub-list for field type_name
@@ -1166,7 +1303,7 @@ func file_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_v1_agent_proto_rawDesc), len(file_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   16,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

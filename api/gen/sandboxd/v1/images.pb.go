@@ -4,13 +4,15 @@
 // 	protoc        v3.21.12
 // source: sandboxd/v1/images.proto
 
-// Images: stored layers and the images made of them.
+// Images: stored layers and the images made of them, and the snapshots that
+// turn a running sandbox's files into images.
 
 package sandboxdv1
 
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -25,13 +27,19 @@ const (
 )
 
 type Image struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Names         []string               `protobuf:"bytes,2,rep,name=names,proto3" json:"names,omitempty"`
-	Layers        []string               `protobuf:"bytes,3,rep,name=layers,proto3" json:"layers,omitempty"`
-	SizeBytes     int64                  `protobuf:"varint,4,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
-	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
-	Source        string                 `protobuf:"bytes,6,opt,name=source,proto3" json:"source,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Id        string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Names     []string               `protobuf:"bytes,2,rep,name=names,proto3" json:"names,omitempty"`
+	Layers    []string               `protobuf:"bytes,3,rep,name=layers,proto3" json:"layers,omitempty"`
+	SizeBytes int64                  `protobuf:"varint,4,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	Source    string                 `protobuf:"bytes,6,opt,name=source,proto3" json:"source,omitempty"`
+	// Unset: never used since created.
+	LastUsed *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=last_used,json=lastUsed,proto3" json:"last_used,omitempty"`
+	// How long the image lives after its last use; unset: no expiry.
+	IdleTtl *durationpb.Duration `protobuf:"bytes,8,opt,name=idle_ttl,json=idleTtl,proto3" json:"idle_ttl,omitempty"`
+	// When it expires unless used again; unset: never.
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -108,6 +116,81 @@ func (x *Image) GetSource() string {
 	return ""
 }
 
+func (x *Image) GetLastUsed() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastUsed
+	}
+	return nil
+}
+
+func (x *Image) GetIdleTtl() *durationpb.Duration {
+	if x != nil {
+		return x.IdleTtl
+	}
+	return nil
+}
+
+func (x *Image) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+// ImageMount mounts an image at a path of a sandbox (copy-on-write: writes
+// stay private to the sandbox).
+type ImageMount struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Image         string                 `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"` // name or id
+	Path          string                 `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`   // absolute, not "/"
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImageMount) Reset() {
+	*x = ImageMount{}
+	mi := &file_sandboxd_v1_images_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImageMount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImageMount) ProtoMessage() {}
+
+func (x *ImageMount) ProtoReflect() protoreflect.Message {
+	mi := &file_sandboxd_v1_images_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImageMount.ProtoReflect.Descriptor instead.
+func (*ImageMount) Descriptor() ([]byte, []int) {
+	return file_sandboxd_v1_images_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ImageMount) GetImage() string {
+	if x != nil {
+		return x.Image
+	}
+	return ""
+}
+
+func (x *ImageMount) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
 type ListImagesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -116,7 +199,7 @@ type ListImagesRequest struct {
 
 func (x *ListImagesRequest) Reset() {
 	*x = ListImagesRequest{}
-	mi := &file_sandboxd_v1_images_proto_msgTypes[1]
+	mi := &file_sandboxd_v1_images_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -128,7 +211,7 @@ func (x *ListImagesRequest) String() string {
 func (*ListImagesRequest) ProtoMessage() {}
 
 func (x *ListImagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sandboxd_v1_images_proto_msgTypes[1]
+	mi := &file_sandboxd_v1_images_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -141,7 +224,7 @@ func (x *ListImagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImagesRequest.ProtoReflect.Descriptor instead.
 func (*ListImagesRequest) Descriptor() ([]byte, []int) {
-	return file_sandboxd_v1_images_proto_rawDescGZIP(), []int{1}
+	return file_sandboxd_v1_images_proto_rawDescGZIP(), []int{2}
 }
 
 type ListImagesResponse struct {
@@ -153,7 +236,7 @@ type ListImagesResponse struct {
 
 func (x *ListImagesResponse) Reset() {
 	*x = ListImagesResponse{}
-	mi := &file_sandboxd_v1_images_proto_msgTypes[2]
+	mi := &file_sandboxd_v1_images_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -165,7 +248,7 @@ func (x *ListImagesResponse) String() string {
 func (*ListImagesResponse) ProtoMessage() {}
 
 func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sandboxd_v1_images_proto_msgTypes[2]
+	mi := &file_sandboxd_v1_images_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -178,7 +261,7 @@ func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImagesResponse.ProtoReflect.Descriptor instead.
 func (*ListImagesResponse) Descriptor() ([]byte, []int) {
-	return file_sandboxd_v1_images_proto_rawDescGZIP(), []int{2}
+	return file_sandboxd_v1_images_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ListImagesResponse) GetImages() []*Image {
@@ -197,7 +280,7 @@ type GetImageRequest struct {
 
 func (x *GetImageRequest) Reset() {
 	*x = GetImageRequest{}
-	mi := &file_sandboxd_v1_images_proto_msgTypes[3]
+	mi := &file_sandboxd_v1_images_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -209,7 +292,7 @@ func (x *GetImageRequest) String() string {
 func (*GetImageRequest) ProtoMessage() {}
 
 func (x *GetImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sandboxd_v1_images_proto_msgTypes[3]
+	mi := &file_sandboxd_v1_images_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -222,7 +305,7 @@ func (x *GetImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetImageRequest.ProtoReflect.Descriptor instead.
 func (*GetImageRequest) Descriptor() ([]byte, []int) {
-	return file_sandboxd_v1_images_proto_rawDescGZIP(), []int{3}
+	return file_sandboxd_v1_images_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GetImageRequest) GetRef() string {
@@ -241,7 +324,7 @@ type GetImageResponse struct {
 
 func (x *GetImageResponse) Reset() {
 	*x = GetImageResponse{}
-	mi := &file_sandboxd_v1_images_proto_msgTypes[4]
+	mi := &file_sandboxd_v1_images_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -253,7 +336,7 @@ func (x *GetImageResponse) String() string {
 func (*GetImageResponse) ProtoMessage() {}
 
 func (x *GetImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sandboxd_v1_images_proto_msgTypes[4]
+	mi := &file_sandboxd_v1_images_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -266,10 +349,292 @@ func (x *GetImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetImageResponse.ProtoReflect.Descriptor instead.
 func (*GetImageResponse) Descriptor() ([]byte, []int) {
-	return file_sandboxd_v1_images_proto_rawDescGZIP(), []int{4}
+	return file_sandboxd_v1_images_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetImageResponse) GetImage() *Image {
+	if x != nil {
+		return x.Image
+	}
+	return nil
+}
+
+type DeleteImageRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ref           string                 `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteImageRequest) Reset() {
+	*x = DeleteImageRequest{}
+	mi := &file_sandboxd_v1_images_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteImageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteImageRequest) ProtoMessage() {}
+
+func (x *DeleteImageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sandboxd_v1_images_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteImageRequest.ProtoReflect.Descriptor instead.
+func (*DeleteImageRequest) Descriptor() ([]byte, []int) {
+	return file_sandboxd_v1_images_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *DeleteImageRequest) GetRef() string {
+	if x != nil {
+		return x.Ref
+	}
+	return ""
+}
+
+type DeleteImageResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteImageResponse) Reset() {
+	*x = DeleteImageResponse{}
+	mi := &file_sandboxd_v1_images_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteImageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteImageResponse) ProtoMessage() {}
+
+func (x *DeleteImageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sandboxd_v1_images_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteImageResponse.ProtoReflect.Descriptor instead.
+func (*DeleteImageResponse) Descriptor() ([]byte, []int) {
+	return file_sandboxd_v1_images_proto_rawDescGZIP(), []int{7}
+}
+
+type CreateFilesystemSnapshotRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	SandboxId string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
+	// Life after last use. Unset: no expiry. Zero: no expiry.
+	Ttl           *durationpb.Duration `protobuf:"bytes,2,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateFilesystemSnapshotRequest) Reset() {
+	*x = CreateFilesystemSnapshotRequest{}
+	mi := &file_sandboxd_v1_images_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateFilesystemSnapshotRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateFilesystemSnapshotRequest) ProtoMessage() {}
+
+func (x *CreateFilesystemSnapshotRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sandboxd_v1_images_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateFilesystemSnapshotRequest.ProtoReflect.Descriptor instead.
+func (*CreateFilesystemSnapshotRequest) Descriptor() ([]byte, []int) {
+	return file_sandboxd_v1_images_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *CreateFilesystemSnapshotRequest) GetSandboxId() string {
+	if x != nil {
+		return x.SandboxId
+	}
+	return ""
+}
+
+func (x *CreateFilesystemSnapshotRequest) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
+type CreateFilesystemSnapshotResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Image         *Image                 `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateFilesystemSnapshotResponse) Reset() {
+	*x = CreateFilesystemSnapshotResponse{}
+	mi := &file_sandboxd_v1_images_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateFilesystemSnapshotResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateFilesystemSnapshotResponse) ProtoMessage() {}
+
+func (x *CreateFilesystemSnapshotResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sandboxd_v1_images_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateFilesystemSnapshotResponse.ProtoReflect.Descriptor instead.
+func (*CreateFilesystemSnapshotResponse) Descriptor() ([]byte, []int) {
+	return file_sandboxd_v1_images_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *CreateFilesystemSnapshotResponse) GetImage() *Image {
+	if x != nil {
+		return x.Image
+	}
+	return nil
+}
+
+type CreateDirectorySnapshotRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	SandboxId string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
+	Path      string                 `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"` // absolute, not "/"
+	// Life after last use. Unset: 30 days. Zero: no expiry.
+	Ttl           *durationpb.Duration `protobuf:"bytes,3,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateDirectorySnapshotRequest) Reset() {
+	*x = CreateDirectorySnapshotRequest{}
+	mi := &file_sandboxd_v1_images_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateDirectorySnapshotRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateDirectorySnapshotRequest) ProtoMessage() {}
+
+func (x *CreateDirectorySnapshotRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sandboxd_v1_images_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateDirectorySnapshotRequest.ProtoReflect.Descriptor instead.
+func (*CreateDirectorySnapshotRequest) Descriptor() ([]byte, []int) {
+	return file_sandboxd_v1_images_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *CreateDirectorySnapshotRequest) GetSandboxId() string {
+	if x != nil {
+		return x.SandboxId
+	}
+	return ""
+}
+
+func (x *CreateDirectorySnapshotRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *CreateDirectorySnapshotRequest) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
+type CreateDirectorySnapshotResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Image         *Image                 `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateDirectorySnapshotResponse) Reset() {
+	*x = CreateDirectorySnapshotResponse{}
+	mi := &file_sandboxd_v1_images_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateDirectorySnapshotResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateDirectorySnapshotResponse) ProtoMessage() {}
+
+func (x *CreateDirectorySnapshotResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sandboxd_v1_images_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateDirectorySnapshotResponse.ProtoReflect.Descriptor instead.
+func (*CreateDirectorySnapshotResponse) Descriptor() ([]byte, []int) {
+	return file_sandboxd_v1_images_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *CreateDirectorySnapshotResponse) GetImage() *Image {
 	if x != nil {
 		return x.Image
 	}
@@ -280,7 +645,7 @@ var File_sandboxd_v1_images_proto protoreflect.FileDescriptor
 
 const file_sandboxd_v1_images_proto_rawDesc = "" +
 	"\n" +
-	"\x18sandboxd/v1/images.proto\x12\vsandboxd.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb7\x01\n" +
+	"\x18sandboxd/v1/images.proto\x12\vsandboxd.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe1\x02\n" +
 	"\x05Image\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05names\x18\x02 \x03(\tR\x05names\x12\x16\n" +
@@ -289,18 +654,45 @@ const file_sandboxd_v1_images_proto_rawDesc = "" +
 	"size_bytes\x18\x04 \x01(\x03R\tsizeBytes\x129\n" +
 	"\n" +
 	"created_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x16\n" +
-	"\x06source\x18\x06 \x01(\tR\x06source\"\x13\n" +
+	"\x06source\x18\x06 \x01(\tR\x06source\x127\n" +
+	"\tlast_used\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\blastUsed\x124\n" +
+	"\bidle_ttl\x18\b \x01(\v2\x19.google.protobuf.DurationR\aidleTtl\x129\n" +
+	"\n" +
+	"expires_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"6\n" +
+	"\n" +
+	"ImageMount\x12\x14\n" +
+	"\x05image\x18\x01 \x01(\tR\x05image\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\"\x13\n" +
 	"\x11ListImagesRequest\"@\n" +
 	"\x12ListImagesResponse\x12*\n" +
 	"\x06images\x18\x01 \x03(\v2\x12.sandboxd.v1.ImageR\x06images\"#\n" +
 	"\x0fGetImageRequest\x12\x10\n" +
 	"\x03ref\x18\x01 \x01(\tR\x03ref\"<\n" +
 	"\x10GetImageResponse\x12(\n" +
-	"\x05image\x18\x01 \x01(\v2\x12.sandboxd.v1.ImageR\x05image2\xa6\x01\n" +
+	"\x05image\x18\x01 \x01(\v2\x12.sandboxd.v1.ImageR\x05image\"&\n" +
+	"\x12DeleteImageRequest\x12\x10\n" +
+	"\x03ref\x18\x01 \x01(\tR\x03ref\"\x15\n" +
+	"\x13DeleteImageResponse\"m\n" +
+	"\x1fCreateFilesystemSnapshotRequest\x12\x1d\n" +
+	"\n" +
+	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12+\n" +
+	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"L\n" +
+	" CreateFilesystemSnapshotResponse\x12(\n" +
+	"\x05image\x18\x01 \x01(\v2\x12.sandboxd.v1.ImageR\x05image\"\x80\x01\n" +
+	"\x1eCreateDirectorySnapshotRequest\x12\x1d\n" +
+	"\n" +
+	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12+\n" +
+	"\x03ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"K\n" +
+	"\x1fCreateDirectorySnapshotResponse\x12(\n" +
+	"\x05image\x18\x01 \x01(\v2\x12.sandboxd.v1.ImageR\x05image2\xe7\x03\n" +
 	"\fImageService\x12M\n" +
 	"\n" +
 	"ListImages\x12\x1e.sandboxd.v1.ListImagesRequest\x1a\x1f.sandboxd.v1.ListImagesResponse\x12G\n" +
-	"\bGetImage\x12\x1c.sandboxd.v1.GetImageRequest\x1a\x1d.sandboxd.v1.GetImageResponseB=Z;github.com/sandboxd/sandboxd/api/gen/sandboxd/v1;sandboxdv1b\x06proto3"
+	"\bGetImage\x12\x1c.sandboxd.v1.GetImageRequest\x1a\x1d.sandboxd.v1.GetImageResponse\x12P\n" +
+	"\vDeleteImage\x12\x1f.sandboxd.v1.DeleteImageRequest\x1a .sandboxd.v1.DeleteImageResponse\x12w\n" +
+	"\x18CreateFilesystemSnapshot\x12,.sandboxd.v1.CreateFilesystemSnapshotRequest\x1a-.sandboxd.v1.CreateFilesystemSnapshotResponse\x12t\n" +
+	"\x17CreateDirectorySnapshot\x12+.sandboxd.v1.CreateDirectorySnapshotRequest\x1a,.sandboxd.v1.CreateDirectorySnapshotResponseB=Z;github.com/sandboxd/sandboxd/api/gen/sandboxd/v1;sandboxdv1b\x06proto3"
 
 var (
 	file_sandboxd_v1_images_proto_rawDescOnce sync.Once
@@ -314,28 +706,49 @@ func file_sandboxd_v1_images_proto_rawDescGZIP() []byte {
 	return file_sandboxd_v1_images_proto_rawDescData
 }
 
-var file_sandboxd_v1_images_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_sandboxd_v1_images_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_sandboxd_v1_images_proto_goTypes = []any{
-	(*Image)(nil),                 // 0: sandboxd.v1.Image
-	(*ListImagesRequest)(nil),     // 1: sandboxd.v1.ListImagesRequest
-	(*ListImagesResponse)(nil),    // 2: sandboxd.v1.ListImagesResponse
-	(*GetImageRequest)(nil),       // 3: sandboxd.v1.GetImageRequest
-	(*GetImageResponse)(nil),      // 4: sandboxd.v1.GetImageResponse
-	(*timestamppb.Timestamp)(nil), // 5: google.protobuf.Timestamp
+	(*Image)(nil),                            // 0: sandboxd.v1.Image
+	(*ImageMount)(nil),                       // 1: sandboxd.v1.ImageMount
+	(*ListImagesRequest)(nil),                // 2: sandboxd.v1.ListImagesRequest
+	(*ListImagesResponse)(nil),               // 3: sandboxd.v1.ListImagesResponse
+	(*GetImageRequest)(nil),                  // 4: sandboxd.v1.GetImageRequest
+	(*GetImageResponse)(nil),                 // 5: sandboxd.v1.GetImageResponse
+	(*DeleteImageRequest)(nil),               // 6: sandboxd.v1.DeleteImageRequest
+	(*DeleteImageResponse)(nil),              // 7: sandboxd.v1.DeleteImageResponse
+	(*CreateFilesystemSnapshotRequest)(nil),  // 8: sandboxd.v1.CreateFilesystemSnapshotRequest
+	(*CreateFilesystemSnapshotResponse)(nil), // 9: sandboxd.v1.CreateFilesystemSnapshotResponse
+	(*CreateDirectorySnapshotRequest)(nil),   // 10: sandboxd.v1.CreateDirectorySnapshotRequest
+	(*CreateDirectorySnapshotResponse)(nil),  // 11: sandboxd.v1.CreateDirectorySnapshotResponse
+	(*timestamppb.Timestamp)(nil),            // 12: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),              // 13: google.protobuf.Duration
 }
 var file_sandboxd_v1_images_proto_depIdxs = []int32{
-	5, // 0: sandboxd.v1.Image.created_at:type_name -> google.protobuf.Timestamp
-	0, // 1: sandboxd.v1.ListImagesResponse.images:type_name -> sandboxd.v1.Image
-	0, // 2: sandboxd.v1.GetImageResponse.image:type_name -> sandboxd.v1.Image
-	1, // 3: sandboxd.v1.ImageService.ListImages:input_type -> sandboxd.v1.ListImagesRequest
-	3, // 4: sandboxd.v1.ImageService.GetImage:input_type -> sandboxd.v1.GetImageRequest
-	2, // 5: sandboxd.v1.ImageService.ListImages:output_type -> sandboxd.v1.ListImagesResponse
-	4, // 6: sandboxd.v1.ImageService.GetImage:output_type -> sandboxd.v1.GetImageResponse
-	5, // [5:7] is the sub-list for method output_type
-	3, // [3:5] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	12, // 0: sandboxd.v1.Image.created_at:type_name -> google.protobuf.Timestamp
+	12, // 1: sandboxd.v1.Image.last_used:type_name -> google.protobuf.Timestamp
+	13, // 2: sandboxd.v1.Image.idle_ttl:type_name -> google.protobuf.Duration
+	12, // 3: sandboxd.v1.Image.expires_at:type_name -> google.protobuf.Timestamp
+	0,  // 4: sandboxd.v1.ListImagesResponse.images:type_name -> sandboxd.v1.Image
+	0,  // 5: sandboxd.v1.GetImageResponse.image:type_name -> sandboxd.v1.Image
+	13, // 6: sandboxd.v1.CreateFilesystemSnapshotRequest.ttl:type_name -> google.protobuf.Duration
+	0,  // 7: sandboxd.v1.CreateFilesystemSnapshotResponse.image:type_name -> sandboxd.v1.Image
+	13, // 8: sandboxd.v1.CreateDirectorySnapshotRequest.ttl:type_name -> google.protobuf.Duration
+	0,  // 9: sandboxd.v1.CreateDirectorySnapshotResponse.image:type_name -> sandboxd.v1.Image
+	2,  // 10: sandboxd.v1.ImageService.ListImages:input_type -> sandboxd.v1.ListImagesRequest
+	4,  // 11: sandboxd.v1.ImageService.GetImage:input_type -> sandboxd.v1.GetImageRequest
+	6,  // 12: sandboxd.v1.ImageService.DeleteImage:input_type -> sandboxd.v1.DeleteImageRequest
+	8,  // 13: sandboxd.v1.ImageService.CreateFilesystemSnapshot:input_type -> sandboxd.v1.CreateFilesystemSnapshotRequest
+	10, // 14: sandboxd.v1.ImageService.CreateDirectorySnapshot:input_type -> sandboxd.v1.CreateDirectorySnapshotRequest
+	3,  // 15: sandboxd.v1.ImageService.ListImages:output_type -> sandboxd.v1.ListImagesResponse
+	5,  // 16: sandboxd.v1.ImageService.GetImage:output_type -> sandboxd.v1.GetImageResponse
+	7,  // 17: sandboxd.v1.ImageService.DeleteImage:output_type -> sandboxd.v1.DeleteImageResponse
+	9,  // 18: sandboxd.v1.ImageService.CreateFilesystemSnapshot:output_type -> sandboxd.v1.CreateFilesystemSnapshotResponse
+	11, // 19: sandboxd.v1.ImageService.CreateDirectorySnapshot:output_type -> sandboxd.v1.CreateDirectorySnapshotResponse
+	15, // [15:20] is the sub-list for method output_type
+	10, // [10:15] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_sandboxd_v1_images_proto_init() }
@@ -349,7 +762,7 @@ func file_sandboxd_v1_images_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sandboxd_v1_images_proto_rawDesc), len(file_sandboxd_v1_images_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -256,9 +256,11 @@ type CreateSandboxRequest struct {
 	Secrets    []string          `protobuf:"bytes,6,rep,name=secrets,proto3" json:"secrets,omitempty"`
 	Workdir    string            `protobuf:"bytes,7,opt,name=workdir,proto3" json:"workdir,omitempty"`
 	// Lifetime in milliseconds; 0 means the default (5 minutes).
-	TimeoutMs     int64             `protobuf:"varint,8,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
-	Resources     *Resources        `protobuf:"bytes,9,opt,name=resources,proto3" json:"resources,omitempty"`
-	Tags          map[string]string `protobuf:"bytes,10,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	TimeoutMs int64             `protobuf:"varint,8,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	Resources *Resources        `protobuf:"bytes,9,opt,name=resources,proto3" json:"resources,omitempty"`
+	Tags      map[string]string `protobuf:"bytes,10,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Images mounted at paths (copy-on-write, nothing copied at create).
+	Mounts        []*ImageMount `protobuf:"bytes,11,rep,name=mounts,proto3" json:"mounts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -359,6 +361,13 @@ func (x *CreateSandboxRequest) GetResources() *Resources {
 func (x *CreateSandboxRequest) GetTags() map[string]string {
 	if x != nil {
 		return x.Tags
+	}
+	return nil
+}
+
+func (x *CreateSandboxRequest) GetMounts() []*ImageMount {
+	if x != nil {
+		return x.Mounts
 	}
 	return nil
 }
@@ -1248,7 +1257,12 @@ type ExecRequest struct {
 	StdoutOffset int64             `protobuf:"varint,11,opt,name=stdout_offset,json=stdoutOffset,proto3" json:"stdout_offset,omitempty"`
 	StderrOffset int64             `protobuf:"varint,12,opt,name=stderr_offset,json=stderrOffset,proto3" json:"stderr_offset,omitempty"`
 	// Attach to an existing exec only; NOT_FOUND if it does not exist.
-	AttachOnly    bool `protobuf:"varint,13,opt,name=attach_only,json=attachOnly,proto3" json:"attach_only,omitempty"`
+	AttachOnly bool `protobuf:"varint,13,opt,name=attach_only,json=attachOnly,proto3" json:"attach_only,omitempty"`
+	// Run on a terminal (PTY) of rows x cols (0: 24 x 80): stdout and stderr
+	// are merged into stdout, and ResizeExec changes the size.
+	Tty           bool   `protobuf:"varint,14,opt,name=tty,proto3" json:"tty,omitempty"`
+	Rows          uint32 `protobuf:"varint,15,opt,name=rows,proto3" json:"rows,omitempty"`
+	Cols          uint32 `protobuf:"varint,16,opt,name=cols,proto3" json:"cols,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1372,6 +1386,27 @@ func (x *ExecRequest) GetAttachOnly() bool {
 		return x.AttachOnly
 	}
 	return false
+}
+
+func (x *ExecRequest) GetTty() bool {
+	if x != nil {
+		return x.Tty
+	}
+	return false
+}
+
+func (x *ExecRequest) GetRows() uint32 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+func (x *ExecRequest) GetCols() uint32 {
+	if x != nil {
+		return x.Cols
+	}
+	return 0
 }
 
 type ExecEvent struct {
@@ -1876,6 +1911,110 @@ func (*SignalExecResponse) Descriptor() ([]byte, []int) {
 	return file_sandboxd_v1_sandboxd_proto_rawDescGZIP(), []int{24}
 }
 
+type ResizeExecRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SandboxId     string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
+	ExecId        string                 `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
+	Rows          uint32                 `protobuf:"varint,3,opt,name=rows,proto3" json:"rows,omitempty"`
+	Cols          uint32                 `protobuf:"varint,4,opt,name=cols,proto3" json:"cols,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResizeExecRequest) Reset() {
+	*x = ResizeExecRequest{}
+	mi := &file_sandboxd_v1_sandboxd_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResizeExecRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResizeExecRequest) ProtoMessage() {}
+
+func (x *ResizeExecRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sandboxd_v1_sandboxd_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResizeExecRequest.ProtoReflect.Descriptor instead.
+func (*ResizeExecRequest) Descriptor() ([]byte, []int) {
+	return file_sandboxd_v1_sandboxd_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ResizeExecRequest) GetSandboxId() string {
+	if x != nil {
+		return x.SandboxId
+	}
+	return ""
+}
+
+func (x *ResizeExecRequest) GetExecId() string {
+	if x != nil {
+		return x.ExecId
+	}
+	return ""
+}
+
+func (x *ResizeExecRequest) GetRows() uint32 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+func (x *ResizeExecRequest) GetCols() uint32 {
+	if x != nil {
+		return x.Cols
+	}
+	return 0
+}
+
+type ResizeExecResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResizeExecResponse) Reset() {
+	*x = ResizeExecResponse{}
+	mi := &file_sandboxd_v1_sandboxd_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResizeExecResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResizeExecResponse) ProtoMessage() {}
+
+func (x *ResizeExecResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sandboxd_v1_sandboxd_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResizeExecResponse.ProtoReflect.Descriptor instead.
+func (*ResizeExecResponse) Descriptor() ([]byte, []int) {
+	return file_sandboxd_v1_sandboxd_proto_rawDescGZIP(), []int{26}
+}
+
 type CreateSecretRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -1886,7 +2025,7 @@ type CreateSecretRequest struct {
 
 func (x *CreateSecretRequest) Reset() {
 	*x = CreateSecretRequest{}
-	mi := &file_sandboxd_v1_sandboxd_proto_msgTypes[25]
+	mi := &file_sandboxd_v1_sandboxd_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1898,7 +2037,7 @@ func (x *CreateSecretRequest) String() string {
 func (*CreateSecretRequest) ProtoMessage() {}
 
 func (x *CreateSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sandboxd_v1_sandboxd_proto_msgTypes[25]
+	mi := &file_sandboxd_v1_sandboxd_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1911,7 +2050,7 @@ func (x *CreateSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSecretRequest.ProtoReflect.Descriptor instead.
 func (*CreateSecretRequest) Descriptor() ([]byte, []int) {
-	return file_sandboxd_v1_sandboxd_proto_rawDescGZIP(), []int{25}
+	return file_sandboxd_v1_sandboxd_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CreateSecretRequest) GetName() string {
@@ -1937,7 +2076,7 @@ type CreateSecretResponse struct {
 
 func (x *CreateSecretResponse) Reset() {
 	*x = CreateSecretResponse{}
-	mi := &file_sandboxd_v1_sandboxd_proto_msgTypes[26]
+	mi := &file_sandboxd_v1_sandboxd_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1949,7 +2088,7 @@ func (x *CreateSecretResponse) String() string {
 func (*CreateSecretResponse) ProtoMessage() {}
 
 func (x *CreateSecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sandboxd_v1_sandboxd_proto_msgTypes[26]
+	mi := &file_sandboxd_v1_sandboxd_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1962,7 +2101,7 @@ func (x *CreateSecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSecretResponse.ProtoReflect.Descriptor instead.
 func (*CreateSecretResponse) Descriptor() ([]byte, []int) {
-	return file_sandboxd_v1_sandboxd_proto_rawDescGZIP(), []int{26}
+	return file_sandboxd_v1_sandboxd_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CreateSecretResponse) GetSecret() *Secret {
@@ -1984,7 +2123,7 @@ type Secret struct {
 
 func (x *Secret) Reset() {
 	*x = Secret{}
-	mi := &file_sandboxd_v1_sandboxd_proto_msgTypes[27]
+	mi := &file_sandboxd_v1_sandboxd_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1996,7 +2135,7 @@ func (x *Secret) String() string {
 func (*Secret) ProtoMessage() {}
 
 func (x *Secret) ProtoReflect() protoreflect.Message {
-	mi := &file_sandboxd_v1_sandboxd_proto_msgTypes[27]
+	mi := &file_sandboxd_v1_sandboxd_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2009,7 +2148,7 @@ func (x *Secret) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Secret.ProtoReflect.Descriptor instead.
 func (*Secret) Descriptor() ([]byte, []int) {
-	return file_sandboxd_v1_sandboxd_proto_rawDescGZIP(), []int{27}
+	return file_sandboxd_v1_sandboxd_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Secret) GetName() string {
@@ -2041,7 +2180,7 @@ type ListSecretsRequest struct {
 
 func (x *ListSecretsRequest) Reset() {
 	*x = ListSecretsRequest{}
-	mi := &file_sandboxd_v1_sandboxd_proto_msgTypes[28]
+	mi := &file_sandboxd_v1_sandboxd_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2053,7 +2192,7 @@ func (x *ListSecretsRequest) String() string {
 func (*ListSecretsRequest) ProtoMessage() {}
 
 func (x *ListSecretsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sandboxd_v1_sandboxd_proto_msgTypes[28]
+	mi := &file_sandboxd_v1_sandboxd_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2066,7 +2205,7 @@ func (x *ListSecretsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSecretsRequest.ProtoReflect.Descriptor instead.
 func (*ListSecretsRequest) Descriptor() ([]byte, []int) {
-	return file_sandboxd_v1_sandboxd_proto_rawDescGZIP(), []int{28}
+	return file_sandboxd_v1_sandboxd_proto_rawDescGZIP(), []int{30}
 }
 
 type ListSecretsResponse struct {
@@ -2078,7 +2217,7 @@ type ListSecretsResponse struct {
 
 func (x *ListSecretsResponse) Reset() {
 	*x = ListSecretsResponse{}
-	mi := &file_sandboxd_v1_sandboxd_proto_msgTypes[29]
+	mi := &file_sandboxd_v1_sandboxd_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2090,7 +2229,7 @@ func (x *ListSecretsResponse) String() string {
 func (*ListSecretsResponse) ProtoMessage() {}
 
 func (x *ListSecretsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sandboxd_v1_sandboxd_proto_msgTypes[29]
+	mi := &file_sandboxd_v1_sandboxd_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2103,7 +2242,7 @@ func (x *ListSecretsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSecretsResponse.ProtoReflect.Descriptor instead.
 func (*ListSecretsResponse) Descriptor() ([]byte, []int) {
-	return file_sandboxd_v1_sandboxd_proto_rawDescGZIP(), []int{29}
+	return file_sandboxd_v1_sandboxd_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListSecretsResponse) GetSecrets() []*Secret {
@@ -2122,7 +2261,7 @@ type DeleteSecretRequest struct {
 
 func (x *DeleteSecretRequest) Reset() {
 	*x = DeleteSecretRequest{}
-	mi := &file_sandboxd_v1_sandboxd_proto_msgTypes[30]
+	mi := &file_sandboxd_v1_sandboxd_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2134,7 +2273,7 @@ func (x *DeleteSecretRequest) String() string {
 func (*DeleteSecretRequest) ProtoMessage() {}
 
 func (x *DeleteSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sandboxd_v1_sandboxd_proto_msgTypes[30]
+	mi := &file_sandboxd_v1_sandboxd_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2147,7 +2286,7 @@ func (x *DeleteSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSecretRequest.ProtoReflect.Descriptor instead.
 func (*DeleteSecretRequest) Descriptor() ([]byte, []int) {
-	return file_sandboxd_v1_sandboxd_proto_rawDescGZIP(), []int{30}
+	return file_sandboxd_v1_sandboxd_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *DeleteSecretRequest) GetName() string {
@@ -2165,7 +2304,7 @@ type DeleteSecretResponse struct {
 
 func (x *DeleteSecretResponse) Reset() {
 	*x = DeleteSecretResponse{}
-	mi := &file_sandboxd_v1_sandboxd_proto_msgTypes[31]
+	mi := &file_sandboxd_v1_sandboxd_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2177,7 +2316,7 @@ func (x *DeleteSecretResponse) String() string {
 func (*DeleteSecretResponse) ProtoMessage() {}
 
 func (x *DeleteSecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sandboxd_v1_sandboxd_proto_msgTypes[31]
+	mi := &file_sandboxd_v1_sandboxd_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2190,19 +2329,19 @@ func (x *DeleteSecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSecretResponse.ProtoReflect.Descriptor instead.
 func (*DeleteSecretResponse) Descriptor() ([]byte, []int) {
-	return file_sandboxd_v1_sandboxd_proto_rawDescGZIP(), []int{31}
+	return file_sandboxd_v1_sandboxd_proto_rawDescGZIP(), []int{33}
 }
 
 var File_sandboxd_v1_sandboxd_proto protoreflect.FileDescriptor
 
 const file_sandboxd_v1_sandboxd_proto_rawDesc = "" +
 	"\n" +
-	"\x1asandboxd/v1/sandboxd.proto\x12\vsandboxd.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"P\n" +
+	"\x1asandboxd/v1/sandboxd.proto\x12\vsandboxd.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18sandboxd/v1/images.proto\"P\n" +
 	"\tResources\x12\x10\n" +
 	"\x03cpu\x18\x01 \x01(\x01R\x03cpu\x12\x1d\n" +
 	"\n" +
 	"memory_mib\x18\x02 \x01(\x03R\tmemoryMib\x12\x12\n" +
-	"\x04pids\x18\x03 \x01(\x03R\x04pids\"\xeb\x03\n" +
+	"\x04pids\x18\x03 \x01(\x03R\x04pids\"\x9c\x04\n" +
 	"\x14CreateSandboxRequest\x12\x10\n" +
 	"\x03app\x18\x01 \x01(\tR\x03app\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
@@ -2217,7 +2356,8 @@ const file_sandboxd_v1_sandboxd_proto_rawDesc = "" +
 	"timeout_ms\x18\b \x01(\x03R\ttimeoutMs\x124\n" +
 	"\tresources\x18\t \x01(\v2\x16.sandboxd.v1.ResourcesR\tresources\x12?\n" +
 	"\x04tags\x18\n" +
-	" \x03(\v2+.sandboxd.v1.CreateSandboxRequest.TagsEntryR\x04tags\x1a6\n" +
+	" \x03(\v2+.sandboxd.v1.CreateSandboxRequest.TagsEntryR\x04tags\x12/\n" +
+	"\x06mounts\x18\v \x03(\v2\x17.sandboxd.v1.ImageMountR\x06mounts\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a7\n" +
@@ -2302,7 +2442,7 @@ const file_sandboxd_v1_sandboxd_proto_rawDesc = "" +
 	"\rstderr_offset\x18\x04 \x01(\x03R\fstderrOffset\"o\n" +
 	"\x13SandboxLogsResponse\x12+\n" +
 	"\x06stdout\x18\x01 \x01(\v2\x13.sandboxd.v1.OutputR\x06stdout\x12+\n" +
-	"\x06stderr\x18\x02 \x01(\v2\x13.sandboxd.v1.OutputR\x06stderr\"\xfc\x03\n" +
+	"\x06stderr\x18\x02 \x01(\v2\x13.sandboxd.v1.OutputR\x06stderr\"\xb6\x04\n" +
 	"\vExecRequest\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x17\n" +
@@ -2320,7 +2460,10 @@ const file_sandboxd_v1_sandboxd_proto_rawDesc = "" +
 	"\rstdout_offset\x18\v \x01(\x03R\fstdoutOffset\x12#\n" +
 	"\rstderr_offset\x18\f \x01(\x03R\fstderrOffset\x12\x1f\n" +
 	"\vattach_only\x18\r \x01(\bR\n" +
-	"attachOnly\x1a6\n" +
+	"attachOnly\x12\x10\n" +
+	"\x03tty\x18\x0e \x01(\bR\x03tty\x12\x12\n" +
+	"\x04rows\x18\x0f \x01(\rR\x04rows\x12\x12\n" +
+	"\x04cols\x18\x10 \x01(\rR\x04cols\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd3\x01\n" +
@@ -2356,7 +2499,14 @@ const file_sandboxd_v1_sandboxd_proto_rawDesc = "" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x16\n" +
 	"\x06signal\x18\x03 \x01(\x05R\x06signal\"\x14\n" +
-	"\x12SignalExecResponse\"\xaa\x01\n" +
+	"\x12SignalExecResponse\"s\n" +
+	"\x11ResizeExecRequest\x12\x1d\n" +
+	"\n" +
+	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x17\n" +
+	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x12\n" +
+	"\x04rows\x18\x03 \x01(\rR\x04rows\x12\x12\n" +
+	"\x04cols\x18\x04 \x01(\rR\x04cols\"\x14\n" +
+	"\x12ResizeExecResponse\"\xaa\x01\n" +
 	"\x13CreateSecretRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12D\n" +
 	"\x06values\x18\x02 \x03(\v2,.sandboxd.v1.CreateSecretRequest.ValuesEntryR\x06values\x1a9\n" +
@@ -2402,13 +2552,15 @@ const file_sandboxd_v1_sandboxd_proto_rawDesc = "" +
 	"\x10TerminateSandbox\x12$.sandboxd.v1.TerminateSandboxRequest\x1a%.sandboxd.v1.TerminateSandboxResponse\x12P\n" +
 	"\vWaitSandbox\x12\x1f.sandboxd.v1.WaitSandboxRequest\x1a .sandboxd.v1.WaitSandboxResponse\x12R\n" +
 	"\vSandboxLogs\x12\x1f.sandboxd.v1.SandboxLogsRequest\x1a .sandboxd.v1.SandboxLogsResponse0\x01\x12T\n" +
-	"\x11WriteSandboxStdin\x12\x1e.sandboxd.v1.WriteStdinRequest\x1a\x1f.sandboxd.v1.WriteStdinResponse2\xe7\x01\n" +
+	"\x11WriteSandboxStdin\x12\x1e.sandboxd.v1.WriteStdinRequest\x1a\x1f.sandboxd.v1.WriteStdinResponse2\xb6\x02\n" +
 	"\vExecService\x12:\n" +
 	"\x04Exec\x12\x18.sandboxd.v1.ExecRequest\x1a\x16.sandboxd.v1.ExecEvent0\x01\x12M\n" +
 	"\n" +
 	"WriteStdin\x12\x1e.sandboxd.v1.WriteStdinRequest\x1a\x1f.sandboxd.v1.WriteStdinResponse\x12M\n" +
 	"\n" +
-	"SignalExec\x12\x1e.sandboxd.v1.SignalExecRequest\x1a\x1f.sandboxd.v1.SignalExecResponse2\x8b\x02\n" +
+	"SignalExec\x12\x1e.sandboxd.v1.SignalExecRequest\x1a\x1f.sandboxd.v1.SignalExecResponse\x12M\n" +
+	"\n" +
+	"ResizeExec\x12\x1e.sandboxd.v1.ResizeExecRequest\x1a\x1f.sandboxd.v1.ResizeExecResponse2\x8b\x02\n" +
 	"\rSecretService\x12S\n" +
 	"\fCreateSecret\x12 .sandboxd.v1.CreateSecretRequest\x1a!.sandboxd.v1.CreateSecretResponse\x12P\n" +
 	"\vListSecrets\x12\x1f.sandboxd.v1.ListSecretsRequest\x1a .sandboxd.v1.ListSecretsResponse\x12S\n" +
@@ -2427,7 +2579,7 @@ func file_sandboxd_v1_sandboxd_proto_rawDescGZIP() []byte {
 }
 
 var file_sandboxd_v1_sandboxd_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_sandboxd_v1_sandboxd_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_sandboxd_v1_sandboxd_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_sandboxd_v1_sandboxd_proto_goTypes = []any{
 	(SandboxState)(0),                // 0: sandboxd.v1.SandboxState
 	(FinishReason)(0),                // 1: sandboxd.v1.FinishReason
@@ -2457,90 +2609,96 @@ var file_sandboxd_v1_sandboxd_proto_goTypes = []any{
 	(*WriteStdinResponse)(nil),       // 25: sandboxd.v1.WriteStdinResponse
 	(*SignalExecRequest)(nil),        // 26: sandboxd.v1.SignalExecRequest
 	(*SignalExecResponse)(nil),       // 27: sandboxd.v1.SignalExecResponse
-	(*CreateSecretRequest)(nil),      // 28: sandboxd.v1.CreateSecretRequest
-	(*CreateSecretResponse)(nil),     // 29: sandboxd.v1.CreateSecretResponse
-	(*Secret)(nil),                   // 30: sandboxd.v1.Secret
-	(*ListSecretsRequest)(nil),       // 31: sandboxd.v1.ListSecretsRequest
-	(*ListSecretsResponse)(nil),      // 32: sandboxd.v1.ListSecretsResponse
-	(*DeleteSecretRequest)(nil),      // 33: sandboxd.v1.DeleteSecretRequest
-	(*DeleteSecretResponse)(nil),     // 34: sandboxd.v1.DeleteSecretResponse
-	nil,                              // 35: sandboxd.v1.CreateSandboxRequest.EnvEntry
-	nil,                              // 36: sandboxd.v1.CreateSandboxRequest.TagsEntry
-	nil,                              // 37: sandboxd.v1.Sandbox.EnvEntry
-	nil,                              // 38: sandboxd.v1.Sandbox.TagsEntry
-	nil,                              // 39: sandboxd.v1.ListSandboxesRequest.TagsEntry
-	nil,                              // 40: sandboxd.v1.SetTagsRequest.TagsEntry
-	nil,                              // 41: sandboxd.v1.ExecRequest.EnvEntry
-	nil,                              // 42: sandboxd.v1.CreateSecretRequest.ValuesEntry
-	(*timestamppb.Timestamp)(nil),    // 43: google.protobuf.Timestamp
+	(*ResizeExecRequest)(nil),        // 28: sandboxd.v1.ResizeExecRequest
+	(*ResizeExecResponse)(nil),       // 29: sandboxd.v1.ResizeExecResponse
+	(*CreateSecretRequest)(nil),      // 30: sandboxd.v1.CreateSecretRequest
+	(*CreateSecretResponse)(nil),     // 31: sandboxd.v1.CreateSecretResponse
+	(*Secret)(nil),                   // 32: sandboxd.v1.Secret
+	(*ListSecretsRequest)(nil),       // 33: sandboxd.v1.ListSecretsRequest
+	(*ListSecretsResponse)(nil),      // 34: sandboxd.v1.ListSecretsResponse
+	(*DeleteSecretRequest)(nil),      // 35: sandboxd.v1.DeleteSecretRequest
+	(*DeleteSecretResponse)(nil),     // 36: sandboxd.v1.DeleteSecretResponse
+	nil,                              // 37: sandboxd.v1.CreateSandboxRequest.EnvEntry
+	nil,                              // 38: sandboxd.v1.CreateSandboxRequest.TagsEntry
+	nil,                              // 39: sandboxd.v1.Sandbox.EnvEntry
+	nil,                              // 40: sandboxd.v1.Sandbox.TagsEntry
+	nil,                              // 41: sandboxd.v1.ListSandboxesRequest.TagsEntry
+	nil,                              // 42: sandboxd.v1.SetTagsRequest.TagsEntry
+	nil,                              // 43: sandboxd.v1.ExecRequest.EnvEntry
+	nil,                              // 44: sandboxd.v1.CreateSecretRequest.ValuesEntry
+	(*ImageMount)(nil),               // 45: sandboxd.v1.ImageMount
+	(*timestamppb.Timestamp)(nil),    // 46: google.protobuf.Timestamp
 }
 var file_sandboxd_v1_sandboxd_proto_depIdxs = []int32{
-	35, // 0: sandboxd.v1.CreateSandboxRequest.env:type_name -> sandboxd.v1.CreateSandboxRequest.EnvEntry
+	37, // 0: sandboxd.v1.CreateSandboxRequest.env:type_name -> sandboxd.v1.CreateSandboxRequest.EnvEntry
 	3,  // 1: sandboxd.v1.CreateSandboxRequest.resources:type_name -> sandboxd.v1.Resources
-	36, // 2: sandboxd.v1.CreateSandboxRequest.tags:type_name -> sandboxd.v1.CreateSandboxRequest.TagsEntry
-	6,  // 3: sandboxd.v1.CreateSandboxResponse.sandbox:type_name -> sandboxd.v1.Sandbox
-	37, // 4: sandboxd.v1.Sandbox.env:type_name -> sandboxd.v1.Sandbox.EnvEntry
-	3,  // 5: sandboxd.v1.Sandbox.resources:type_name -> sandboxd.v1.Resources
-	38, // 6: sandboxd.v1.Sandbox.tags:type_name -> sandboxd.v1.Sandbox.TagsEntry
-	0,  // 7: sandboxd.v1.Sandbox.state:type_name -> sandboxd.v1.SandboxState
-	1,  // 8: sandboxd.v1.Sandbox.finish_reason:type_name -> sandboxd.v1.FinishReason
-	43, // 9: sandboxd.v1.Sandbox.created_at:type_name -> google.protobuf.Timestamp
-	43, // 10: sandboxd.v1.Sandbox.started_at:type_name -> google.protobuf.Timestamp
-	43, // 11: sandboxd.v1.Sandbox.finished_at:type_name -> google.protobuf.Timestamp
-	43, // 12: sandboxd.v1.Sandbox.deadline:type_name -> google.protobuf.Timestamp
-	6,  // 13: sandboxd.v1.GetSandboxResponse.sandbox:type_name -> sandboxd.v1.Sandbox
-	39, // 14: sandboxd.v1.ListSandboxesRequest.tags:type_name -> sandboxd.v1.ListSandboxesRequest.TagsEntry
-	6,  // 15: sandboxd.v1.ListSandboxesResponse.sandboxes:type_name -> sandboxd.v1.Sandbox
-	40, // 16: sandboxd.v1.SetTagsRequest.tags:type_name -> sandboxd.v1.SetTagsRequest.TagsEntry
-	6,  // 17: sandboxd.v1.SetTagsResponse.sandbox:type_name -> sandboxd.v1.Sandbox
-	6,  // 18: sandboxd.v1.TerminateSandboxResponse.sandbox:type_name -> sandboxd.v1.Sandbox
-	6,  // 19: sandboxd.v1.WaitSandboxResponse.sandbox:type_name -> sandboxd.v1.Sandbox
-	22, // 20: sandboxd.v1.SandboxLogsResponse.stdout:type_name -> sandboxd.v1.Output
-	22, // 21: sandboxd.v1.SandboxLogsResponse.stderr:type_name -> sandboxd.v1.Output
-	41, // 22: sandboxd.v1.ExecRequest.env:type_name -> sandboxd.v1.ExecRequest.EnvEntry
-	2,  // 23: sandboxd.v1.ExecRequest.stdout:type_name -> sandboxd.v1.OutputMode
-	2,  // 24: sandboxd.v1.ExecRequest.stderr:type_name -> sandboxd.v1.OutputMode
-	21, // 25: sandboxd.v1.ExecEvent.started:type_name -> sandboxd.v1.Started
-	22, // 26: sandboxd.v1.ExecEvent.stdout:type_name -> sandboxd.v1.Output
-	22, // 27: sandboxd.v1.ExecEvent.stderr:type_name -> sandboxd.v1.Output
-	23, // 28: sandboxd.v1.ExecEvent.exited:type_name -> sandboxd.v1.Exited
-	42, // 29: sandboxd.v1.CreateSecretRequest.values:type_name -> sandboxd.v1.CreateSecretRequest.ValuesEntry
-	30, // 30: sandboxd.v1.CreateSecretResponse.secret:type_name -> sandboxd.v1.Secret
-	43, // 31: sandboxd.v1.Secret.created_at:type_name -> google.protobuf.Timestamp
-	30, // 32: sandboxd.v1.ListSecretsResponse.secrets:type_name -> sandboxd.v1.Secret
-	4,  // 33: sandboxd.v1.SandboxService.CreateSandbox:input_type -> sandboxd.v1.CreateSandboxRequest
-	7,  // 34: sandboxd.v1.SandboxService.GetSandbox:input_type -> sandboxd.v1.GetSandboxRequest
-	9,  // 35: sandboxd.v1.SandboxService.ListSandboxes:input_type -> sandboxd.v1.ListSandboxesRequest
-	11, // 36: sandboxd.v1.SandboxService.SetTags:input_type -> sandboxd.v1.SetTagsRequest
-	13, // 37: sandboxd.v1.SandboxService.TerminateSandbox:input_type -> sandboxd.v1.TerminateSandboxRequest
-	15, // 38: sandboxd.v1.SandboxService.WaitSandbox:input_type -> sandboxd.v1.WaitSandboxRequest
-	17, // 39: sandboxd.v1.SandboxService.SandboxLogs:input_type -> sandboxd.v1.SandboxLogsRequest
-	24, // 40: sandboxd.v1.SandboxService.WriteSandboxStdin:input_type -> sandboxd.v1.WriteStdinRequest
-	19, // 41: sandboxd.v1.ExecService.Exec:input_type -> sandboxd.v1.ExecRequest
-	24, // 42: sandboxd.v1.ExecService.WriteStdin:input_type -> sandboxd.v1.WriteStdinRequest
-	26, // 43: sandboxd.v1.ExecService.SignalExec:input_type -> sandboxd.v1.SignalExecRequest
-	28, // 44: sandboxd.v1.SecretService.CreateSecret:input_type -> sandboxd.v1.CreateSecretRequest
-	31, // 45: sandboxd.v1.SecretService.ListSecrets:input_type -> sandboxd.v1.ListSecretsRequest
-	33, // 46: sandboxd.v1.SecretService.DeleteSecret:input_type -> sandboxd.v1.DeleteSecretRequest
-	5,  // 47: sandboxd.v1.SandboxService.CreateSandbox:output_type -> sandboxd.v1.CreateSandboxResponse
-	8,  // 48: sandboxd.v1.SandboxService.GetSandbox:output_type -> sandboxd.v1.GetSandboxResponse
-	10, // 49: sandboxd.v1.SandboxService.ListSandboxes:output_type -> sandboxd.v1.ListSandboxesResponse
-	12, // 50: sandboxd.v1.SandboxService.SetTags:output_type -> sandboxd.v1.SetTagsResponse
-	14, // 51: sandboxd.v1.SandboxService.TerminateSandbox:output_type -> sandboxd.v1.TerminateSandboxResponse
-	16, // 52: sandboxd.v1.SandboxService.WaitSandbox:output_type -> sandboxd.v1.WaitSandboxResponse
-	18, // 53: sandboxd.v1.SandboxService.SandboxLogs:output_type -> sandboxd.v1.SandboxLogsResponse
-	25, // 54: sandboxd.v1.SandboxService.WriteSandboxStdin:output_type -> sandboxd.v1.WriteStdinResponse
-	20, // 55: sandboxd.v1.ExecService.Exec:output_type -> sandboxd.v1.ExecEvent
-	25, // 56: sandboxd.v1.ExecService.WriteStdin:output_type -> sandboxd.v1.WriteStdinResponse
-	27, // 57: sandboxd.v1.ExecService.SignalExec:output_type -> sandboxd.v1.SignalExecResponse
-	29, // 58: sandboxd.v1.SecretService.CreateSecret:output_type -> sandboxd.v1.CreateSecretResponse
-	32, // 59: sandboxd.v1.SecretService.ListSecrets:output_type -> sandboxd.v1.ListSecretsResponse
-	34, // 60: sandboxd.v1.SecretService.DeleteSecret:output_type -> sandboxd.v1.DeleteSecretResponse
-	47, // [47:61] is the sub-list for method output_type
-	33, // [33:47] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	38, // 2: sandboxd.v1.CreateSandboxRequest.tags:type_name -> sandboxd.v1.CreateSandboxRequest.TagsEntry
+	45, // 3: sandboxd.v1.CreateSandboxRequest.mounts:type_name -> sandboxd.v1.ImageMount
+	6,  // 4: sandboxd.v1.CreateSandboxResponse.sandbox:type_name -> sandboxd.v1.Sandbox
+	39, // 5: sandboxd.v1.Sandbox.env:type_name -> sandboxd.v1.Sandbox.EnvEntry
+	3,  // 6: sandboxd.v1.Sandbox.resources:type_name -> sandboxd.v1.Resources
+	40, // 7: sandboxd.v1.Sandbox.tags:type_name -> sandboxd.v1.Sandbox.TagsEntry
+	0,  // 8: sandboxd.v1.Sandbox.state:type_name -> sandboxd.v1.SandboxState
+	1,  // 9: sandboxd.v1.Sandbox.finish_reason:type_name -> sandboxd.v1.FinishReason
+	46, // 10: sandboxd.v1.Sandbox.created_at:type_name -> google.protobuf.Timestamp
+	46, // 11: sandboxd.v1.Sandbox.started_at:type_name -> google.protobuf.Timestamp
+	46, // 12: sandboxd.v1.Sandbox.finished_at:type_name -> google.protobuf.Timestamp
+	46, // 13: sandboxd.v1.Sandbox.deadline:type_name -> google.protobuf.Timestamp
+	6,  // 14: sandboxd.v1.GetSandboxResponse.sandbox:type_name -> sandboxd.v1.Sandbox
+	41, // 15: sandboxd.v1.ListSandboxesRequest.tags:type_name -> sandboxd.v1.ListSandboxesRequest.TagsEntry
+	6,  // 16: sandboxd.v1.ListSandboxesResponse.sandboxes:type_name -> sandboxd.v1.Sandbox
+	42, // 17: sandboxd.v1.SetTagsRequest.tags:type_name -> sandboxd.v1.SetTagsRequest.TagsEntry
+	6,  // 18: sandboxd.v1.SetTagsResponse.sandbox:type_name -> sandboxd.v1.Sandbox
+	6,  // 19: sandboxd.v1.TerminateSandboxResponse.sandbox:type_name -> sandboxd.v1.Sandbox
+	6,  // 20: sandboxd.v1.WaitSandboxResponse.sandbox:type_name -> sandboxd.v1.Sandbox
+	22, // 21: sandboxd.v1.SandboxLogsResponse.stdout:type_name -> sandboxd.v1.Output
+	22, // 22: sandboxd.v1.SandboxLogsResponse.stderr:type_name -> sandboxd.v1.Output
+	43, // 23: sandboxd.v1.ExecRequest.env:type_name -> sandboxd.v1.ExecRequest.EnvEntry
+	2,  // 24: sandboxd.v1.ExecRequest.stdout:type_name -> sandboxd.v1.OutputMode
+	2,  // 25: sandboxd.v1.ExecRequest.stderr:type_name -> sandboxd.v1.OutputMode
+	21, // 26: sandboxd.v1.ExecEvent.started:type_name -> sandboxd.v1.Started
+	22, // 27: sandboxd.v1.ExecEvent.stdout:type_name -> sandboxd.v1.Output
+	22, // 28: sandboxd.v1.ExecEvent.stderr:type_name -> sandboxd.v1.Output
+	23, // 29: sandboxd.v1.ExecEvent.exited:type_name -> sandboxd.v1.Exited
+	44, // 30: sandboxd.v1.CreateSecretRequest.values:type_name -> sandboxd.v1.CreateSecretRequest.ValuesEntry
+	32, // 31: sandboxd.v1.CreateSecretResponse.secret:type_name -> sandboxd.v1.Secret
+	46, // 32: sandboxd.v1.Secret.created_at:type_name -> google.protobuf.Timestamp
+	32, // 33: sandboxd.v1.ListSecretsResponse.secrets:type_name -> sandboxd.v1.Secret
+	4,  // 34: sandboxd.v1.SandboxService.CreateSandbox:input_type -> sandboxd.v1.CreateSandboxRequest
+	7,  // 35: sandboxd.v1.SandboxService.GetSandbox:input_type -> sandboxd.v1.GetSandboxRequest
+	9,  // 36: sandboxd.v1.SandboxService.ListSandboxes:input_type -> sandboxd.v1.ListSandboxesRequest
+	11, // 37: sandboxd.v1.SandboxService.SetTags:input_type -> sandboxd.v1.SetTagsRequest
+	13, // 38: sandboxd.v1.SandboxService.TerminateSandbox:input_type -> sandboxd.v1.TerminateSandboxRequest
+	15, // 39: sandboxd.v1.SandboxService.WaitSandbox:input_type -> sandboxd.v1.WaitSandboxRequest
+	17, // 40: sandboxd.v1.SandboxService.SandboxLogs:input_type -> sandboxd.v1.SandboxLogsRequest
+	24, // 41: sandboxd.v1.SandboxService.WriteSandboxStdin:input_type -> sandboxd.v1.WriteStdinRequest
+	19, // 42: sandboxd.v1.ExecService.Exec:input_type -> sandboxd.v1.ExecRequest
+	24, // 43: sandboxd.v1.ExecService.WriteStdin:input_type -> sandboxd.v1.WriteStdinRequest
+	26, // 44: sandboxd.v1.ExecService.SignalExec:input_type -> sandboxd.v1.SignalExecRequest
+	28, // 45: sandboxd.v1.ExecService.ResizeExec:input_type -> sandboxd.v1.ResizeExecRequest
+	30, // 46: sandboxd.v1.SecretService.CreateSecret:input_type -> sandboxd.v1.CreateSecretRequest
+	33, // 47: sandboxd.v1.SecretService.ListSecrets:input_type -> sandboxd.v1.ListSecretsRequest
+	35, // 48: sandboxd.v1.SecretService.DeleteSecret:input_type -> sandboxd.v1.DeleteSecretRequest
+	5,  // 49: sandboxd.v1.SandboxService.CreateSandbox:output_type -> sandboxd.v1.CreateSandboxResponse
+	8,  // 50: sandboxd.v1.SandboxService.GetSandbox:output_type -> sandboxd.v1.GetSandboxResponse
+	10, // 51: sandboxd.v1.SandboxService.ListSandboxes:output_type -> sandboxd.v1.ListSandboxesResponse
+	12, // 52: sandboxd.v1.SandboxService.SetTags:output_type -> sandboxd.v1.SetTagsResponse
+	14, // 53: sandboxd.v1.SandboxService.TerminateSandbox:output_type -> sandboxd.v1.TerminateSandboxResponse
+	16, // 54: sandboxd.v1.SandboxService.WaitSandbox:output_type -> sandboxd.v1.WaitSandboxResponse
+	18, // 55: sandboxd.v1.SandboxService.SandboxLogs:output_type -> sandboxd.v1.SandboxLogsResponse
+	25, // 56: sandboxd.v1.SandboxService.WriteSandboxStdin:output_type -> sandboxd.v1.WriteStdinResponse
+	20, // 57: sandboxd.v1.ExecService.Exec:output_type -> sandboxd.v1.ExecEvent
+	25, // 58: sandboxd.v1.ExecService.WriteStdin:output_type -> sandboxd.v1.WriteStdinResponse
+	27, // 59: sandboxd.v1.ExecService.SignalExec:output_type -> sandboxd.v1.SignalExecResponse
+	29, // 60: sandboxd.v1.ExecService.ResizeExec:output_type -> sandboxd.v1.ResizeExecResponse
+	31, // 61: sandboxd.v1.SecretService.CreateSecret:output_type -> sandboxd.v1.CreateSecretResponse
+	34, // 62: sandboxd.v1.SecretService.ListSecrets:output_type -> sandboxd.v1.ListSecretsResponse
+	36, // 63: sandboxd.v1.SecretService.DeleteSecret:output_type -> sandboxd.v1.DeleteSecretResponse
+	49, // [49:64] is the sub-list for method output_type
+	34, // [34:49] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_sandboxd_v1_sandboxd_proto_init() }
@@ -2548,6 +2706,7 @@ func file_sandboxd_v1_sandboxd_proto_init() {
 	if File_sandboxd_v1_sandboxd_proto != nil {
 		return
 	}
+	file_sandboxd_v1_images_proto_init()
 	file_sandboxd_v1_sandboxd_proto_msgTypes[17].OneofWrappers = []any{
 		(*ExecEvent_Started)(nil),
 		(*ExecEvent_Stdout)(nil),
@@ -2560,7 +2719,7 @@ func file_sandboxd_v1_sandboxd_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sandboxd_v1_sandboxd_proto_rawDesc), len(file_sandboxd_v1_sandboxd_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   40,
+			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

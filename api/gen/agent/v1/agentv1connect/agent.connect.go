@@ -50,6 +50,8 @@ const (
 	AgentServiceInfoProcedure = "/sandboxd.agent.v1.AgentService/Info"
 	// AgentServiceListExecsProcedure is the fully-qualified name of the AgentService's ListExecs RPC.
 	AgentServiceListExecsProcedure = "/sandboxd.agent.v1.AgentService/ListExecs"
+	// AgentServiceResizeProcedure is the fully-qualified name of the AgentService's Resize RPC.
+	AgentServiceResizeProcedure = "/sandboxd.agent.v1.AgentService/Resize"
 )
 
 // AgentServiceClient is a client for the sandboxd.agent.v1.AgentService service.
@@ -66,6 +68,8 @@ type AgentServiceClient interface {
 	Info(context.Context, *connect.Request[v1.InfoRequest]) (*connect.Response[v1.InfoResponse], error)
 	// ListExecs lists the execs the agent knows, running or finished.
 	ListExecs(context.Context, *connect.Request[v1.ListExecsRequest]) (*connect.Response[v1.ListExecsResponse], error)
+	// Resize changes the terminal size of an exec started with tty.
+	Resize(context.Context, *connect.Request[v1.ResizeRequest]) (*connect.Response[v1.ResizeResponse], error)
 }
 
 // NewAgentServiceClient constructs a client for the sandboxd.agent.v1.AgentService service. By
@@ -109,6 +113,12 @@ func NewAgentServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(agentServiceMethods.ByName("ListExecs")),
 			connect.WithClientOptions(opts...),
 		),
+		resize: connect.NewClient[v1.ResizeRequest, v1.ResizeResponse](
+			httpClient,
+			baseURL+AgentServiceResizeProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("Resize")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -119,6 +129,7 @@ type agentServiceClient struct {
 	signal     *connect.Client[v1.SignalRequest, v1.SignalResponse]
 	info       *connect.Client[v1.InfoRequest, v1.InfoResponse]
 	listExecs  *connect.Client[v1.ListExecsRequest, v1.ListExecsResponse]
+	resize     *connect.Client[v1.ResizeRequest, v1.ResizeResponse]
 }
 
 // Exec calls sandboxd.agent.v1.AgentService.Exec.
@@ -146,6 +157,11 @@ func (c *agentServiceClient) ListExecs(ctx context.Context, req *connect.Request
 	return c.listExecs.CallUnary(ctx, req)
 }
 
+// Resize calls sandboxd.agent.v1.AgentService.Resize.
+func (c *agentServiceClient) Resize(ctx context.Context, req *connect.Request[v1.ResizeRequest]) (*connect.Response[v1.ResizeResponse], error) {
+	return c.resize.CallUnary(ctx, req)
+}
+
 // AgentServiceHandler is an implementation of the sandboxd.agent.v1.AgentService service.
 type AgentServiceHandler interface {
 	// Exec starts a process (or attaches to the one named exec_id) and streams its
@@ -160,6 +176,8 @@ type AgentServiceHandler interface {
 	Info(context.Context, *connect.Request[v1.InfoRequest]) (*connect.Response[v1.InfoResponse], error)
 	// ListExecs lists the execs the agent knows, running or finished.
 	ListExecs(context.Context, *connect.Request[v1.ListExecsRequest]) (*connect.Response[v1.ListExecsResponse], error)
+	// Resize changes the terminal size of an exec started with tty.
+	Resize(context.Context, *connect.Request[v1.ResizeRequest]) (*connect.Response[v1.ResizeResponse], error)
 }
 
 // NewAgentServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -199,6 +217,12 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(agentServiceMethods.ByName("ListExecs")),
 		connect.WithHandlerOptions(opts...),
 	)
+	agentServiceResizeHandler := connect.NewUnaryHandler(
+		AgentServiceResizeProcedure,
+		svc.Resize,
+		connect.WithSchema(agentServiceMethods.ByName("Resize")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/sandboxd.agent.v1.AgentService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AgentServiceExecProcedure:
@@ -211,6 +235,8 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 			agentServiceInfoHandler.ServeHTTP(w, r)
 		case AgentServiceListExecsProcedure:
 			agentServiceListExecsHandler.ServeHTTP(w, r)
+		case AgentServiceResizeProcedure:
+			agentServiceResizeHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -238,4 +264,8 @@ func (UnimplementedAgentServiceHandler) Info(context.Context, *connect.Request[v
 
 func (UnimplementedAgentServiceHandler) ListExecs(context.Context, *connect.Request[v1.ListExecsRequest]) (*connect.Response[v1.ListExecsResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sandboxd.agent.v1.AgentService.ListExecs is not implemented"))
+}
+
+func (UnimplementedAgentServiceHandler) Resize(context.Context, *connect.Request[v1.ResizeRequest]) (*connect.Response[v1.ResizeResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sandboxd.agent.v1.AgentService.Resize is not implemented"))
 }

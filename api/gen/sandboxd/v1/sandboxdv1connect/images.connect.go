@@ -2,7 +2,8 @@
 //
 // Source: sandboxd/v1/images.proto
 
-// Images: stored layers and the images made of them.
+// Images: stored layers and the images made of them, and the snapshots that
+// turn a running sandbox's files into images.
 package sandboxdv1connect
 
 import (
@@ -38,12 +39,33 @@ const (
 	ImageServiceListImagesProcedure = "/sandboxd.v1.ImageService/ListImages"
 	// ImageServiceGetImageProcedure is the fully-qualified name of the ImageService's GetImage RPC.
 	ImageServiceGetImageProcedure = "/sandboxd.v1.ImageService/GetImage"
+	// ImageServiceDeleteImageProcedure is the fully-qualified name of the ImageService's DeleteImage
+	// RPC.
+	ImageServiceDeleteImageProcedure = "/sandboxd.v1.ImageService/DeleteImage"
+	// ImageServiceCreateFilesystemSnapshotProcedure is the fully-qualified name of the ImageService's
+	// CreateFilesystemSnapshot RPC.
+	ImageServiceCreateFilesystemSnapshotProcedure = "/sandboxd.v1.ImageService/CreateFilesystemSnapshot"
+	// ImageServiceCreateDirectorySnapshotProcedure is the fully-qualified name of the ImageService's
+	// CreateDirectorySnapshot RPC.
+	ImageServiceCreateDirectorySnapshotProcedure = "/sandboxd.v1.ImageService/CreateDirectorySnapshot"
 )
 
 // ImageServiceClient is a client for the sandboxd.v1.ImageService service.
 type ImageServiceClient interface {
 	ListImages(context.Context, *connect.Request[v1.ListImagesRequest]) (*connect.Response[v1.ListImagesResponse], error)
+	// GetImage looks an image up by name or id (im-...).
 	GetImage(context.Context, *connect.Request[v1.GetImageRequest]) (*connect.Response[v1.GetImageResponse], error)
+	// DeleteImage deletes an image and the layers no other image uses. An
+	// image that sandboxes not yet finished use (as root or mounted) is not
+	// deleted: FAILED_PRECONDITION, naming the sandboxes.
+	DeleteImage(context.Context, *connect.Request[v1.DeleteImageRequest]) (*connect.Response[v1.DeleteImageResponse], error)
+	// CreateFilesystemSnapshot records a running sandbox's whole root
+	// filesystem as a new image: its image's layers plus one layer of what it
+	// changed. The sandbox keeps running.
+	CreateFilesystemSnapshot(context.Context, *connect.Request[v1.CreateFilesystemSnapshotRequest]) (*connect.Response[v1.CreateFilesystemSnapshotResponse], error)
+	// CreateDirectorySnapshot records one absolute directory of a running
+	// sandbox as a one-layer image holding that tree at its root.
+	CreateDirectorySnapshot(context.Context, *connect.Request[v1.CreateDirectorySnapshotRequest]) (*connect.Response[v1.CreateDirectorySnapshotResponse], error)
 }
 
 // NewImageServiceClient constructs a client for the sandboxd.v1.ImageService service. By default,
@@ -69,13 +91,34 @@ func NewImageServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(imageServiceMethods.ByName("GetImage")),
 			connect.WithClientOptions(opts...),
 		),
+		deleteImage: connect.NewClient[v1.DeleteImageRequest, v1.DeleteImageResponse](
+			httpClient,
+			baseURL+ImageServiceDeleteImageProcedure,
+			connect.WithSchema(imageServiceMethods.ByName("DeleteImage")),
+			connect.WithClientOptions(opts...),
+		),
+		createFilesystemSnapshot: connect.NewClient[v1.CreateFilesystemSnapshotRequest, v1.CreateFilesystemSnapshotResponse](
+			httpClient,
+			baseURL+ImageServiceCreateFilesystemSnapshotProcedure,
+			connect.WithSchema(imageServiceMethods.ByName("CreateFilesystemSnapshot")),
+			connect.WithClientOptions(opts...),
+		),
+		createDirectorySnapshot: connect.NewClient[v1.CreateDirectorySnapshotRequest, v1.CreateDirectorySnapshotResponse](
+			httpClient,
+			baseURL+ImageServiceCreateDirectorySnapshotProcedure,
+			connect.WithSchema(imageServiceMethods.ByName("CreateDirectorySnapshot")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // imageServiceClient implements ImageServiceClient.
 type imageServiceClient struct {
-	listImages *connect.Client[v1.ListImagesRequest, v1.ListImagesResponse]
-	getImage   *connect.Client[v1.GetImageRequest, v1.GetImageResponse]
+	listImages               *connect.Client[v1.ListImagesRequest, v1.ListImagesResponse]
+	getImage                 *connect.Client[v1.GetImageRequest, v1.GetImageResponse]
+	deleteImage              *connect.Client[v1.DeleteImageRequest, v1.DeleteImageResponse]
+	createFilesystemSnapshot *connect.Client[v1.CreateFilesystemSnapshotRequest, v1.CreateFilesystemSnapshotResponse]
+	createDirectorySnapshot  *connect.Client[v1.CreateDirectorySnapshotRequest, v1.CreateDirectorySnapshotResponse]
 }
 
 // ListImages calls sandboxd.v1.ImageService.ListImages.
@@ -88,10 +131,37 @@ func (c *imageServiceClient) GetImage(ctx context.Context, req *connect.Request[
 	return c.getImage.CallUnary(ctx, req)
 }
 
+// DeleteImage calls sandboxd.v1.ImageService.DeleteImage.
+func (c *imageServiceClient) DeleteImage(ctx context.Context, req *connect.Request[v1.DeleteImageRequest]) (*connect.Response[v1.DeleteImageResponse], error) {
+	return c.deleteImage.CallUnary(ctx, req)
+}
+
+// CreateFilesystemSnapshot calls sandboxd.v1.ImageService.CreateFilesystemSnapshot.
+func (c *imageServiceClient) CreateFilesystemSnapshot(ctx context.Context, req *connect.Request[v1.CreateFilesystemSnapshotRequest]) (*connect.Response[v1.CreateFilesystemSnapshotResponse], error) {
+	return c.createFilesystemSnapshot.CallUnary(ctx, req)
+}
+
+// CreateDirectorySnapshot calls sandboxd.v1.ImageService.CreateDirectorySnapshot.
+func (c *imageServiceClient) CreateDirectorySnapshot(ctx context.Context, req *connect.Request[v1.CreateDirectorySnapshotRequest]) (*connect.Response[v1.CreateDirectorySnapshotResponse], error) {
+	return c.createDirectorySnapshot.CallUnary(ctx, req)
+}
+
 // ImageServiceHandler is an implementation of the sandboxd.v1.ImageService service.
 type ImageServiceHandler interface {
 	ListImages(context.Context, *connect.Request[v1.ListImagesRequest]) (*connect.Response[v1.ListImagesResponse], error)
+	// GetImage looks an image up by name or id (im-...).
 	GetImage(context.Context, *connect.Request[v1.GetImageRequest]) (*connect.Response[v1.GetImageResponse], error)
+	// DeleteImage deletes an image and the layers no other image uses. An
+	// image that sandboxes not yet finished use (as root or mounted) is not
+	// deleted: FAILED_PRECONDITION, naming the sandboxes.
+	DeleteImage(context.Context, *connect.Request[v1.DeleteImageRequest]) (*connect.Response[v1.DeleteImageResponse], error)
+	// CreateFilesystemSnapshot records a running sandbox's whole root
+	// filesystem as a new image: its image's layers plus one layer of what it
+	// changed. The sandbox keeps running.
+	CreateFilesystemSnapshot(context.Context, *connect.Request[v1.CreateFilesystemSnapshotRequest]) (*connect.Response[v1.CreateFilesystemSnapshotResponse], error)
+	// CreateDirectorySnapshot records one absolute directory of a running
+	// sandbox as a one-layer image holding that tree at its root.
+	CreateDirectorySnapshot(context.Context, *connect.Request[v1.CreateDirectorySnapshotRequest]) (*connect.Response[v1.CreateDirectorySnapshotResponse], error)
 }
 
 // NewImageServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -113,12 +183,36 @@ func NewImageServiceHandler(svc ImageServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(imageServiceMethods.ByName("GetImage")),
 		connect.WithHandlerOptions(opts...),
 	)
+	imageServiceDeleteImageHandler := connect.NewUnaryHandler(
+		ImageServiceDeleteImageProcedure,
+		svc.DeleteImage,
+		connect.WithSchema(imageServiceMethods.ByName("DeleteImage")),
+		connect.WithHandlerOptions(opts...),
+	)
+	imageServiceCreateFilesystemSnapshotHandler := connect.NewUnaryHandler(
+		ImageServiceCreateFilesystemSnapshotProcedure,
+		svc.CreateFilesystemSnapshot,
+		connect.WithSchema(imageServiceMethods.ByName("CreateFilesystemSnapshot")),
+		connect.WithHandlerOptions(opts...),
+	)
+	imageServiceCreateDirectorySnapshotHandler := connect.NewUnaryHandler(
+		ImageServiceCreateDirectorySnapshotProcedure,
+		svc.CreateDirectorySnapshot,
+		connect.WithSchema(imageServiceMethods.ByName("CreateDirectorySnapshot")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/sandboxd.v1.ImageService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case ImageServiceListImagesProcedure:
 			imageServiceListImagesHandler.ServeHTTP(w, r)
 		case ImageServiceGetImageProcedure:
 			imageServiceGetImageHandler.ServeHTTP(w, r)
+		case ImageServiceDeleteImageProcedure:
+			imageServiceDeleteImageHandler.ServeHTTP(w, r)
+		case ImageServiceCreateFilesystemSnapshotProcedure:
+			imageServiceCreateFilesystemSnapshotHandler.ServeHTTP(w, r)
+		case ImageServiceCreateDirectorySnapshotProcedure:
+			imageServiceCreateDirectorySnapshotHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -134,4 +228,16 @@ func (UnimplementedImageServiceHandler) ListImages(context.Context, *connect.Req
 
 func (UnimplementedImageServiceHandler) GetImage(context.Context, *connect.Request[v1.GetImageRequest]) (*connect.Response[v1.GetImageResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sandboxd.v1.ImageService.GetImage is not implemented"))
+}
+
+func (UnimplementedImageServiceHandler) DeleteImage(context.Context, *connect.Request[v1.DeleteImageRequest]) (*connect.Response[v1.DeleteImageResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sandboxd.v1.ImageService.DeleteImage is not implemented"))
+}
+
+func (UnimplementedImageServiceHandler) CreateFilesystemSnapshot(context.Context, *connect.Request[v1.CreateFilesystemSnapshotRequest]) (*connect.Response[v1.CreateFilesystemSnapshotResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sandboxd.v1.ImageService.CreateFilesystemSnapshot is not implemented"))
+}
+
+func (UnimplementedImageServiceHandler) CreateDirectorySnapshot(context.Context, *connect.Request[v1.CreateDirectorySnapshotRequest]) (*connect.Response[v1.CreateDirectorySnapshotResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sandboxd.v1.ImageService.CreateDirectorySnapshot is not implemented"))
 }

@@ -67,6 +67,8 @@ const (
 	ExecServiceWriteStdinProcedure = "/sandboxd.v1.ExecService/WriteStdin"
 	// ExecServiceSignalExecProcedure is the fully-qualified name of the ExecService's SignalExec RPC.
 	ExecServiceSignalExecProcedure = "/sandboxd.v1.ExecService/SignalExec"
+	// ExecServiceResizeExecProcedure is the fully-qualified name of the ExecService's ResizeExec RPC.
+	ExecServiceResizeExecProcedure = "/sandboxd.v1.ExecService/ResizeExec"
 	// SecretServiceCreateSecretProcedure is the fully-qualified name of the SecretService's
 	// CreateSecret RPC.
 	SecretServiceCreateSecretProcedure = "/sandboxd.v1.SecretService/CreateSecret"
@@ -352,6 +354,8 @@ type ExecServiceClient interface {
 	Exec(context.Context, *connect.Request[v1.ExecRequest]) (*connect.ServerStreamForClient[v1.ExecEvent], error)
 	WriteStdin(context.Context, *connect.Request[v1.WriteStdinRequest]) (*connect.Response[v1.WriteStdinResponse], error)
 	SignalExec(context.Context, *connect.Request[v1.SignalExecRequest]) (*connect.Response[v1.SignalExecResponse], error)
+	// ResizeExec changes the terminal size of an exec started with tty.
+	ResizeExec(context.Context, *connect.Request[v1.ResizeExecRequest]) (*connect.Response[v1.ResizeExecResponse], error)
 }
 
 // NewExecServiceClient constructs a client for the sandboxd.v1.ExecService service. By default, it
@@ -383,6 +387,12 @@ func NewExecServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithSchema(execServiceMethods.ByName("SignalExec")),
 			connect.WithClientOptions(opts...),
 		),
+		resizeExec: connect.NewClient[v1.ResizeExecRequest, v1.ResizeExecResponse](
+			httpClient,
+			baseURL+ExecServiceResizeExecProcedure,
+			connect.WithSchema(execServiceMethods.ByName("ResizeExec")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -391,6 +401,7 @@ type execServiceClient struct {
 	exec       *connect.Client[v1.ExecRequest, v1.ExecEvent]
 	writeStdin *connect.Client[v1.WriteStdinRequest, v1.WriteStdinResponse]
 	signalExec *connect.Client[v1.SignalExecRequest, v1.SignalExecResponse]
+	resizeExec *connect.Client[v1.ResizeExecRequest, v1.ResizeExecResponse]
 }
 
 // Exec calls sandboxd.v1.ExecService.Exec.
@@ -408,6 +419,11 @@ func (c *execServiceClient) SignalExec(ctx context.Context, req *connect.Request
 	return c.signalExec.CallUnary(ctx, req)
 }
 
+// ResizeExec calls sandboxd.v1.ExecService.ResizeExec.
+func (c *execServiceClient) ResizeExec(ctx context.Context, req *connect.Request[v1.ResizeExecRequest]) (*connect.Response[v1.ResizeExecResponse], error) {
+	return c.resizeExec.CallUnary(ctx, req)
+}
+
 // ExecServiceHandler is an implementation of the sandboxd.v1.ExecService service.
 type ExecServiceHandler interface {
 	// Exec starts a process in a running sandbox, or attaches to the exec named
@@ -416,6 +432,8 @@ type ExecServiceHandler interface {
 	Exec(context.Context, *connect.Request[v1.ExecRequest], *connect.ServerStream[v1.ExecEvent]) error
 	WriteStdin(context.Context, *connect.Request[v1.WriteStdinRequest]) (*connect.Response[v1.WriteStdinResponse], error)
 	SignalExec(context.Context, *connect.Request[v1.SignalExecRequest]) (*connect.Response[v1.SignalExecResponse], error)
+	// ResizeExec changes the terminal size of an exec started with tty.
+	ResizeExec(context.Context, *connect.Request[v1.ResizeExecRequest]) (*connect.Response[v1.ResizeExecResponse], error)
 }
 
 // NewExecServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -443,6 +461,12 @@ func NewExecServiceHandler(svc ExecServiceHandler, opts ...connect.HandlerOption
 		connect.WithSchema(execServiceMethods.ByName("SignalExec")),
 		connect.WithHandlerOptions(opts...),
 	)
+	execServiceResizeExecHandler := connect.NewUnaryHandler(
+		ExecServiceResizeExecProcedure,
+		svc.ResizeExec,
+		connect.WithSchema(execServiceMethods.ByName("ResizeExec")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/sandboxd.v1.ExecService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case ExecServiceExecProcedure:
@@ -451,6 +475,8 @@ func NewExecServiceHandler(svc ExecServiceHandler, opts ...connect.HandlerOption
 			execServiceWriteStdinHandler.ServeHTTP(w, r)
 		case ExecServiceSignalExecProcedure:
 			execServiceSignalExecHandler.ServeHTTP(w, r)
+		case ExecServiceResizeExecProcedure:
+			execServiceResizeExecHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -470,6 +496,10 @@ func (UnimplementedExecServiceHandler) WriteStdin(context.Context, *connect.Requ
 
 func (UnimplementedExecServiceHandler) SignalExec(context.Context, *connect.Request[v1.SignalExecRequest]) (*connect.Response[v1.SignalExecResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sandboxd.v1.ExecService.SignalExec is not implemented"))
+}
+
+func (UnimplementedExecServiceHandler) ResizeExec(context.Context, *connect.Request[v1.ResizeExecRequest]) (*connect.Response[v1.ResizeExecResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sandboxd.v1.ExecService.ResizeExec is not implemented"))
 }
 
 // SecretServiceClient is a client for the sandboxd.v1.SecretService service.

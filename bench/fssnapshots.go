@@ -1,0 +1,163 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	sandboxd "github.com/sandboxd/sandboxd/sdk/go"
+)
+
+// The fssnapshots section (issue 5): filesystem snapshots of a 1 MiB and a
+// 200 MiB diff, a directory snapshot of a 200 MiB tree of small files (100
+// directories of 128 files of 16 KiB), each beside host `tar -cf` of the same
+// shape of data written to a file on the host; and create with that tree
+// mounted beside create without a mount.
+func runFSSnapshots(ctx context.Context, e *env) ([]figure, error) {
+	n := min(e.n, 3)
+	sb, err := e.client.Create(ctx, sandboxd.CreateOptions{Image: "debian-slim", Timeout: time.Hour, MemoryMiB: 2048})
+	if err != nil {
+		return nil, err
+	}
+	e.daemon.track(sb.ID)
+	defer sb.Terminate(context.WithoutCancel(ctx))
+	var figs []figure
+	var images []string
+	defer func() {
+		for _, id := range images {
+			e.client.DeleteImage(context.WithoutCancel(ctx), id)
+		}
+	}()
+
+	// Filesystem snapshots: each diff is the sandbox's whole change so far.
+	for _, c := range []struct {
+		name, script string
+		files, size  int
+	}{
+		{"1 MiB", "head -c 1048576 /dev/urandom > /f1", 1, 1 << 20},
+		{"200 MiB", "rm /f1; for i in 1 2 3 4; do head -c 52428800 /dev/urandom > /f$i; done", 4, 50 << 20},
+	} {
+		if err := shell(ctx, sb, c.script); err != nil {
+			return nil, err
+		}
+		var ours []time.Duration
+		for range n {
+			t0 := time.Now()
+			img, err := sb.SnapshotFilesystem(ctx, sandboxd.SnapshotOptions{})
+			if err != nil {
+				return nil, fmt.Errorf("filesystem snapshot %s: %w", c.name, err)
+			}
+			ours = append(ours, time.Since(t0))
+			images = append(images, img.ID)
+		}
+		host, err := hostTar(ctx, e, 1, c.files, c.size, n)
+		if err != nil {
+			return nil, err
+		}
+		e.logf("filesystem snapshot %s: %v; host tar %v", c.name, ours, host)
+		figs = append(figs, newFigure("filesystem snapshot, "+c.name+" diff", "ms", durations(ours)).
+			against("host tar -cf of the same data", durations(host)).atMost(1.5, "<= 1.5x host tar"))
+	}
+	if err := shell(ctx, sb, "rm /f1 /f2 /f3 /f4"); err != nil {
+		return nil, err
+	}
+
+	// Directory snapshot of a tree of small files.
+	if err := shell(ctx, sb, `mkdir -p /data/tree; cd /data/tree
+for d in $(seq 1 100); do mkdir d$d; head -c 2097152 /dev/urandom | (cd d$d && split -b 16384 -a 3 -); done`); err != nil {
+		return nil, err
+	}
+	var ours []time.Duration
+	var tree string
+	for range n {
+		t0 := time.Now()
+		img, err := sb.SnapshotDirectory(ctx, "/data/tree", sandboxd.SnapshotOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("directory snapshot: %w", err)
+		}
+		ours = append(ours, time.Since(t0))
+		tree = img.ID
+		images = append(images, img.ID)
+	}
+	host, err := hostTar(ctx, e, 100, 128, 16384, n)
+	if err != nil {
+		return nil, err
+	}
+	e.logf("directory snapshot 200 MiB of small files: %v; host tar %v", ours, host)
+	figs = append(figs, newFigure("directory snapshot, 200 MiB of 16 KiB files", "ms", durations(ours)).
+		against("host tar -cf of the same shape", durations(host)).atMost(1.5, "<= 1.5x host tar"))
+
+	// Create with that tree mounted, beside create without a mount.
+	var with, without []time.Duration
+	for i := range 2 * n {
+		o := sandboxd.CreateOptions{Image: "busybox"}
+		if i%2 == 0 {
+			o.Mounts = []sandboxd.Mount{{Image: tree, Path: "/work/tree"}}
+		}
+		t0 := time.Now()
+		s, err := e.client.Create(ctx, o)
+		if err != nil {
+			return nil, fmt.Errorf("create: %w", err)
+		}
+		d := time.Since(t0)
+		e.daemon.track(s.ID)
+		s.Terminate(context.WithoutCancel(ctx))
+		if i%2 == 0 {
+			with = append(with, d)
+		} else {
+			without = append(without, d)
+		}
+	}
+	e.logf("create with a mount %v, without %v", with, without)
+	figs = append(figs, newFigure("create with the 200 MiB tree mounted", "ms", durations(with)).
+		against("create without a mount", durations(without)).atMost(1.1, "<= 1.1x"))
+	return figs, nil
+}
+
+func shell(ctx context.Context, sb *sandboxd.Sandbox, script string) error {
+	p, err := sb.Exec(ctx, []string{"sh", "-ec", script}, &sandboxd.ExecOptions{})
+	if err != nil {
+		return err
+	}
+	if code, err := p.Wait(ctx); err != nil || code != 0 {
+		return fmt.Errorf("%q: exit %d, %v", script, code, err)
+	}
+	return nil
+}
+
+// hostTar writes dirs directories of files random files of size bytes on the
+// host and times n runs of `tar -cf` of them into a file beside them.
+func hostTar(ctx context.Context, e *env, dirs, files, size, n int) ([]time.Duration, error) {
+	dir, err := os.MkdirTemp(e.raw.dir, "hosttar-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	buf := make([]byte, size)
+	for d := range dirs {
+		sub := filepath.Join(dir, "data", fmt.Sprint("d", d))
+		if err := os.MkdirAll(sub, 0o755); err != nil {
+			return nil, err
+		}
+		for f := range files {
+			rand.Read(buf)
+			if err := os.WriteFile(filepath.Join(sub, fmt.Sprint("f", f)), buf, 0o644); err != nil {
+				return nil, err
+			}
+		}
+	}
+	var out []time.Duration
+	for range n {
+		t0 := time.Now()
+		cmd := exec.CommandContext(ctx, "tar", "-C", filepath.Join(dir, "data"), "-cf", filepath.Join(dir, "out.tar"), ".")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("host tar: %v: %s", err, b)
+		}
+		out = append(out, time.Since(t0))
+	}
+	return out, nil
+}

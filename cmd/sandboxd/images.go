@@ -1,0 +1,58 @@
+package main
+
+import (
+	"context"
+	"time"
+
+	"github.com/sandboxd/sandboxd/internal/image"
+	"github.com/sandboxd/sandboxd/internal/sandbox"
+)
+
+var _ sandbox.ImageBuilder = imageAdapter{}
+
+func infoOf(im image.Image) sandbox.ImageInfo {
+	info := sandbox.ImageInfo{ID: im.ID, Env: im.Config.Env, Workdir: im.Config.Workdir}
+	for _, l := range im.Layers {
+		info.Layers = append(info.Layers, string(l))
+	}
+	return info
+}
+
+func digestsOf(info sandbox.ImageInfo) []image.Digest {
+	out := make([]image.Digest, 0, len(info.Layers)+1)
+	for _, l := range info.Layers {
+		out = append(out, image.Digest(l))
+	}
+	return out
+}
+
+func (a imageAdapter) ImageFromDiff(ctx context.Context, base sandbox.ImageInfo, diff sandbox.RootfsDiff, source string, ttl time.Duration) (sandbox.ImageInfo, error) {
+	d, err := a.s.AddLayerFromUpperTar(ctx, diff.Tar, image.KeepExcept(diff.Exclude...))
+	if err != nil {
+		return sandbox.ImageInfo{}, err
+	}
+	cfg := image.ImageConfig{Env: base.Env, Workdir: base.Workdir}
+	im, err := a.s.CreateImageWithTTL(ctx, append(digestsOf(base), d), cfg, source, ttl)
+	if err != nil {
+		return sandbox.ImageInfo{}, err
+	}
+	return infoOf(im), nil
+}
+
+func (a imageAdapter) ImageFromDir(ctx context.Context, base sandbox.ImageInfo, diff sandbox.RootfsDiff, dir, source string, ttl time.Duration) (sandbox.ImageInfo, error) {
+	d, err := a.s.AddDirLayer(ctx, digestsOf(base), diff.Tar, dir)
+	if err != nil {
+		return sandbox.ImageInfo{}, err
+	}
+	im, err := a.s.CreateImageWithTTL(ctx, []image.Digest{d}, image.ImageConfig{}, source, ttl)
+	if err != nil {
+		return sandbox.ImageInfo{}, err
+	}
+	return infoOf(im), nil
+}
+
+func (a imageAdapter) DeleteImage(ctx context.Context, id string) error { return a.s.Delete(ctx, id) }
+
+func (a imageAdapter) CollectExpired(ctx context.Context, inUse func(string) bool) ([]string, error) {
+	return a.s.CollectExpired(ctx, inUse)
+}

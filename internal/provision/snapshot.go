@@ -1,0 +1,93 @@
+package provision
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/sandboxd/sandboxd/internal/agent"
+	"github.com/sandboxd/sandboxd/internal/errdefs"
+	"github.com/sandboxd/sandboxd/internal/runtime"
+	"github.com/sandboxd/sandboxd/internal/sandbox"
+)
+
+// A checkpoint directory written by Checkpoint holds:
+//
+//	runsc/              runsc's image (checkpoint.img, pages.img, pages_meta.img)
+//	agent.json          the agent's config as the sandbox was started with it
+//
+// Restore needs nothing else from the source sandbox: the root is rebuilt
+// from the same image layers (gVisor's own overlay, with the sandbox's
+// writes, is part of runsc's image) and the agent dirs are mounted at the
+// same places.
+
+// CheckpointEngine is the engine's optional ability to save a running
+// container and to start a new one from the saved image.
+type CheckpointEngine interface {
+	// Checkpoint saves container id into imageDir and leaves it running.
+	Checkpoint(ctx context.Context, id, imageDir string, leaveRunning bool) error
+	// Restore starts container s.ID from the image in imageDir.
+	Restore(ctx context.Context, s runtime.Spec, imageDir string) error
+}
+
+var _ CheckpointEngine = (*runtime.Runtime)(nil)
+var _ sandbox.SnapshotEngine = (*Provisioner)(nil)
+
+// restoreFrom turns bringUp into a restore.
+type restoreFrom struct {
+	engine   CheckpointEngine
+	imageDir string
+	agent    agent.Config
+}
+
+func (p *Provisioner) checkpointEngine() (CheckpointEngine, error) {
+	ce, ok := p.engine.(CheckpointEngine)
+	if !ok {
+		return nil, errdefs.FailedPrecondition("this engine cannot checkpoint sandboxes")
+	}
+	return ce, nil
+}
+
+// Checkpoint saves the running sandbox h into dir (which must exist and be
+// empty); the sandbox is paused during the save and keeps running after it.
+func (p *Provisioner) Checkpoint(ctx context.Context, h sandbox.Handle, dir string) error {
+	ce, err := p.checkpointEngine()
+	if err != nil {
+		return err
+	}
+	b, err := os.ReadFile(filepath.Join(p.sandboxDir(h.ID), "agent", "agent.json"))
+	if err != nil {
+		return fmt.Errorf("checkpoint: agent config: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "agent.json"), b, 0o600); err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	img := filepath.Join(dir, "runsc")
+	if err := os.Mkdir(img, 0o700); err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	return ce.Checkpoint(ctx, h.ID, img, true)
+}
+
+// Restore brings up a new sandbox req.ID from the checkpoint in dir: a new
+// network namespace and address, a fresh root overlay of req.Image's layers,
+// the same mounts, then runsc restore. req's agent fields (Env, Workdir,
+// Entrypoint) are ignored: the restored agent keeps the config it had, and
+// the returned Handle carries its token. On error nothing is left behind.
+func (p *Provisioner) Restore(ctx context.Context, req sandbox.ProvisionRequest, dir string) (sandbox.Handle, error) {
+	ce, err := p.checkpointEngine()
+	if err != nil {
+		return sandbox.Handle{}, err
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "agent.json"))
+	if err != nil {
+		return sandbox.Handle{}, fmt.Errorf("restore: agent config: %w", err)
+	}
+	var cfg agent.Config
+	if err := json.Unmarshal(b, &cfg); err != nil || cfg.Token == "" {
+		return sandbox.Handle{}, errdefs.FailedPrecondition("restore: snapshot's agent config is unreadable: %v", err)
+	}
+	return p.bringUp(ctx, req, &restoreFrom{engine: ce, imageDir: filepath.Join(dir, "runsc"), agent: cfg})
+}

@@ -1,0 +1,319 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/sandboxd/sandboxd/internal/errdefs"
+	"github.com/sandboxd/sandboxd/internal/snapshot"
+)
+
+// SnapshotEngine is the provisioner's ability to save a running sandbox
+// into a directory and to bring up a new sandbox from one.
+type SnapshotEngine interface {
+	// Checkpoint saves the running sandbox h into dir (existing, empty). The
+	// sandbox is paused during the save and keeps running after it.
+	Checkpoint(ctx context.Context, h Handle, dir string) error
+	// Restore brings up sandbox req.ID from dir, as Provision does (on error
+	// nothing is left). Only req.ID, req.Image and req.Resources are used:
+	// the restored agent keeps its own configuration and the returned Handle
+	// carries its token.
+	Restore(ctx context.Context, req ProvisionRequest, dir string) (Handle, error)
+}
+
+// NameMode says what a restored sandbox is called.
+type NameMode int
+
+const (
+	NameKeep    NameMode = iota // the snapshot's name (unique among running sandboxes of the app)
+	NameClear                   // no name
+	NameReplace                 // a new name
+)
+
+// SnapshotInfo is a snapshot as callers see it.
+type SnapshotInfo struct {
+	ID              string
+	SourceSandboxID string
+	ParentID        string
+	App             string
+	Name            string
+	ImageID         string
+	Size            int64
+	Checksum        string
+	CreatedAt       time.Time
+	ExpiresAt       time.Time
+}
+
+// snapshotRecord is what a restore needs besides the engine's files.
+type snapshotRecord struct {
+	Spec    Spec              `json:"spec"`
+	ImageID string            `json:"image_id"`
+	Layers  []string          `json:"layers"`
+	Tags    map[string]string `json:"tags,omitempty"`
+}
+
+// Snapshots takes memory snapshots of the Manager's sandboxes and restores
+// them as new sandboxes of that Manager. Safe for concurrent use.
+type Snapshots struct {
+	m     *Manager
+	store *snapshot.Store
+	eng   SnapshotEngine
+	log   *slog.Logger
+
+	mu   sync.Mutex
+	busy map[string]bool // sandboxes being snapshotted
+}
+
+// NewSnapshots returns the snapshot side of m, keeping snapshots in store.
+func NewSnapshots(m *Manager, store *snapshot.Store, eng SnapshotEngine, log *slog.Logger) *Snapshots {
+	return &Snapshots{m: m, store: store, eng: eng, log: log, busy: map[string]bool{}}
+}
+
+func (s *Snapshots) info(sn snapshot.Snapshot) SnapshotInfo {
+	var rec snapshotRecord
+	json.Unmarshal(sn.Record, &rec)
+	return SnapshotInfo{
+		ID: sn.ID, SourceSandboxID: sn.SourceSandboxID, ParentID: sn.ParentID, App: sn.App,
+		Name: rec.Spec.Name, ImageID: rec.ImageID, Size: sn.Size, Checksum: sn.Checksum,
+		CreatedAt: sn.CreatedAt, ExpiresAt: sn.ExpiresAt,
+	}
+}
+
+// Snapshot saves the running sandbox id; it keeps running. ttl 0 takes the
+// expiry of the snapshot the sandbox was restored from, if any, else the
+// store's default. A second snapshot of the same sandbox while one is being
+// taken is ErrFailedPrecondition. Execs may run meanwhile; they go on in the sandbox and
+// exist, detached from any client, in every restored copy. A failed
+// snapshot leaves nothing behind.
+func (s *Snapshots) Snapshot(ctx context.Context, id string, ttl time.Duration) (SnapshotInfo, error) {
+	s.mu.Lock()
+	if s.busy[id] {
+		s.mu.Unlock()
+		return SnapshotInfo{}, errdefs.FailedPrecondition("a snapshot of %s is being taken; try again when it is done", id)
+	}
+	s.busy[id] = true
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.busy, id)
+		s.mu.Unlock()
+	}()
+	l, err := s.m.running(ctx, id)
+	if err != nil {
+		return SnapshotInfo{}, err
+	}
+	sb, _, err := s.m.repo.get(ctx, id)
+	if err != nil {
+		return SnapshotInfo{}, err
+	}
+	origin, restored, err := s.store.OriginOf(ctx, id)
+	if err != nil {
+		return SnapshotInfo{}, err
+	}
+	now := s.m.clock.Now()
+	expires, err := s.store.Expiry(now, ttl, origin.ExpiresAt)
+	if err != nil {
+		return SnapshotInfo{}, err
+	}
+	img, err := s.m.images.ResolveImage(ctx, sb.ImageID)
+	if err != nil {
+		return SnapshotInfo{}, fmt.Errorf("snapshot %s: image: %w", id, err)
+	}
+	rec := snapshotRecord{Spec: sb.Spec, ImageID: img.ID, Layers: img.Layers, Tags: sb.Tags}
+	p, err := s.store.Begin()
+	if err != nil {
+		return SnapshotInfo{}, err
+	}
+	defer p.Abort()
+	// The entrypoint's log as far as the daemon has it: never beyond what the
+	// agent had sent when frozen, so a restored copy's follower resumes from it.
+	if err := copyDir(filepath.Join(s.m.cfg.DataDir, "logs", id), filepath.Join(p.Dir, "logs")); err != nil {
+		return SnapshotInfo{}, fmt.Errorf("snapshot %s: logs: %w", id, err)
+	}
+	start := time.Now()
+	if err := s.eng.Checkpoint(ctx, l.handle, p.Dir); err != nil {
+		return SnapshotInfo{}, fmt.Errorf("snapshot %s: %w", id, err)
+	}
+	took := time.Since(start)
+	sn := snapshot.Snapshot{
+		SourceSandboxID: id, App: sb.Spec.App, Record: []byte(mustJSON(rec)),
+		CreatedAt: now, ExpiresAt: expires,
+	}
+	if restored {
+		sn.ParentID = origin.SnapshotID
+	}
+	sn, err = p.Commit(ctx, sn)
+	if err != nil {
+		return SnapshotInfo{}, fmt.Errorf("snapshot %s: %w", id, err)
+	}
+	s.log.Info("snapshot taken", "sandbox_id", id, "snapshot_id", sn.ID, "size", sn.Size,
+		"checkpoint", took, "total", time.Since(start))
+	return s.info(sn), nil
+}
+
+// Restore starts a new sandbox from snapshot snapID: a new id and network,
+// the snapshot's app, tags, limits and lifetime (counted from now), named as
+// mode says (a kept or given name in use is ErrAlreadyExists). It returns
+// once the agent answers. An expired snapshot is ErrExpired, a damaged one
+// ErrFailedPrecondition.
+func (s *Snapshots) Restore(ctx context.Context, snapID string, mode NameMode, name string) (*Sandbox, error) {
+	sn, dir, release, err := s.store.Acquire(ctx, snapID)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	var rec snapshotRecord
+	if err := json.Unmarshal(sn.Record, &rec); err != nil {
+		return nil, fmt.Errorf("restore %s: record: %w", snapID, err)
+	}
+	spec := rec.Spec
+	switch mode {
+	case NameKeep:
+	case NameClear:
+		spec.Name = ""
+	case NameReplace:
+		if !ValidName(name) {
+			return nil, errdefs.Invalid("bad sandbox name %q: use letters, digits, '.', '_' or '-', at most 63, starting with a letter or digit", name)
+		}
+		spec.Name = name
+	default:
+		return nil, errdefs.Invalid("bad name mode %d", mode)
+	}
+	m := s.m
+	// Images mounted at create time are staged again at the same places
+	// before the engine restores (the restored mounts expect them there).
+	mounts, err := m.resolveMounts(ctx, &spec)
+	if err != nil {
+		return nil, fmt.Errorf("restore %s: %w", snapID, err)
+	}
+	sb := &Sandbox{ID: newID("sb-"), Spec: spec, ImageID: rec.ImageID, Tags: rec.Tags, State: StateCreating, CreatedAt: m.clock.Now()}
+	if sb.Tags == nil {
+		sb.Tags = map[string]string{}
+	}
+	if err := m.repo.insert(ctx, sb); err != nil {
+		return nil, err
+	}
+	log := s.log.With("sandbox_id", sb.ID, "snapshot_id", snapID)
+	fail := func(err error) (*Sandbox, error) {
+		log.Warn("restore failed", "err", err)
+		m.repo.setFinished(context.WithoutCancel(ctx), sb.ID, ReasonFailed, ExitCodeLost, err.Error(), m.clock.Now())
+		return nil, fmt.Errorf("restore %s: %w", snapID, err)
+	}
+	if err := s.store.SetOrigin(ctx, sb.ID, sn); err != nil {
+		return fail(err)
+	}
+	if err := copyDir(filepath.Join(dir, "logs"), filepath.Join(m.cfg.DataDir, "logs", sb.ID)); err != nil {
+		return fail(fmt.Errorf("logs: %w", err))
+	}
+	start := time.Now()
+	h, err := s.eng.Restore(ctx, ProvisionRequest{
+		ID: sb.ID, Image: ImageInfo{ID: rec.ImageID, Layers: rec.Layers}, Resources: spec.Resources, Mounts: mounts,
+	}, dir)
+	if err != nil {
+		return fail(err)
+	}
+	conn, err := m.agents.Dial(h.AgentAddr, h.AgentToken)
+	if err == nil {
+		rctx, cancel := context.WithTimeout(ctx, m.cfg.ReadyTimeout)
+		err = conn.WaitReady(rctx)
+		cancel()
+		if err != nil {
+			conn.Close()
+			err = fmt.Errorf("agent did not answer after restore: %w", err)
+		}
+	}
+	if err != nil {
+		m.prov.Destroy(context.WithoutCancel(ctx), h)
+		return fail(err)
+	}
+	sb.StartedAt = m.clock.Now()
+	sb.Deadline = sb.StartedAt.Add(spec.Timeout)
+	sb.State = StateRunning
+	if err := m.repo.setRunning(context.WithoutCancel(ctx), sb.ID, h, sb.StartedAt, sb.Deadline); err != nil {
+		conn.Close()
+		m.prov.Destroy(context.WithoutCancel(ctx), h)
+		return fail(err)
+	}
+	if err := m.startLive(sb, h, conn); err != nil {
+		m.finish(sb.ID, ReasonFailed, ExitCodeLost, err.Error())
+		return nil, fmt.Errorf("restore %s: %w", snapID, err)
+	}
+	log.Info("sandbox restored", "took", time.Since(start))
+	return sb, nil
+}
+
+// Get returns a snapshot, expired or not (until the collector deletes it).
+func (s *Snapshots) Get(ctx context.Context, id string) (SnapshotInfo, error) {
+	sn, err := s.store.Get(ctx, id)
+	if err != nil {
+		return SnapshotInfo{}, err
+	}
+	return s.info(sn), nil
+}
+
+// List returns every snapshot, newest first.
+func (s *Snapshots) List(ctx context.Context) ([]SnapshotInfo, error) {
+	list, err := s.store.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]SnapshotInfo, 0, len(list))
+	for _, sn := range list {
+		out = append(out, s.info(sn))
+	}
+	return out, nil
+}
+
+// Delete deletes a snapshot. Sandboxes restored from it are not affected.
+func (s *Snapshots) Delete(ctx context.Context, id string) error {
+	return s.store.Delete(ctx, id)
+}
+
+// copyDir copies the regular files directly in src into dst (created). A
+// missing src copies nothing.
+func copyDir(src, dst string) error {
+	entries, err := os.ReadDir(src)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dst, 0o700); err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		if err := copyFile(filepath.Join(src, e.Name()), filepath.Join(dst, e.Name())); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}

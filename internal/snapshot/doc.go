@@ -1,0 +1,28 @@
+// Package snapshot keeps sandboxd's memory snapshots on disk and in the
+// metadata database: their directories, manifests and checksums, their
+// expiry and the collector that deletes expired ones. It knows nothing of
+// what a snapshot holds beyond files and an opaque record; internal/sandbox
+// fills it (through the engine) and restores from it. Only internal/sandbox
+// and cmd/sandboxd import it.
+//
+// # Terms
+//
+//   - Snapshot id: "sn-" and 16 hex digits. Its files live in
+//     DATA/snapshots/<id>/ and never change once it is committed.
+//   - Pending snapshot: a directory under DATA/snapshots/tmp/ being filled;
+//     invisible to every reader until Commit.
+//   - Manifest: DATA/snapshots/<id>/manifest.json, the size and CRC-32C of
+//     every other file; the snapshot's checksum is the SHA-256 of the
+//     manifest and is kept in the database. Restores verify both before the
+//     files are handed to the engine.
+//   - Origin: the snapshot a sandbox was restored from, with that
+//     snapshot's expiry, which snapshots of the sandbox inherit.
+//
+// # On disk (the crash-safe recipe)
+//
+// Begin makes a pending directory; the caller fills it; Commit writes the
+// manifest, fsyncs every file and the directory, renames it into place and
+// inserts the row in one transaction. Delete removes the row first and the
+// files after. Startup removes pending directories and directories the
+// database does not know, and forgets rows whose directory is gone.
+package snapshot

@@ -1,0 +1,251 @@
+package snapshot
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/sandboxd/sandboxd/internal/clock"
+	"github.com/sandboxd/sandboxd/internal/errdefs"
+	"github.com/sandboxd/sandboxd/internal/store"
+)
+
+type env struct {
+	s     *Store
+	clock *clock.Fake
+	data  string
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	data := t.TempDir()
+	db, err := store.Open(context.Background(), filepath.Join(data, "meta.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	c := clock.NewFake(time.Unix(1_700_000_000, 0))
+	s, err := New(db, data, c, nil, Config{CollectInterval: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Startup(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return &env{s: s, clock: c, data: data}
+}
+
+// take commits a snapshot holding one pages file.
+func (e *env) take(t *testing.T, expires time.Time) Snapshot {
+	t.Helper()
+	p, err := e.s.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Mkdir(filepath.Join(p.Dir, "runsc"), 0o700)
+	if err := os.WriteFile(filepath.Join(p.Dir, "runsc", "pages.img"), []byte("some memory pages"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Abort() // as callers do: a no-op after Commit
+	sn, err := p.Commit(context.Background(), Snapshot{SourceSandboxID: "sb-0000000000000001", App: "default",
+		CreatedAt: e.clock.Now(), ExpiresAt: expires})
+	if err != nil {
+		t.Fatalf("commit: %v", err)
+	}
+	return sn
+}
+
+func TestCommitAcquire(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	sn := e.take(t, e.clock.Now().Add(time.Hour))
+	if !ValidID(sn.ID) || sn.Size == 0 || sn.Checksum == "" {
+		t.Fatalf("got %+v, want an id, a size and a checksum", sn)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(e.data, "snapshots", "tmp")); len(ents) != 0 {
+		t.Errorf("got %d entries in tmp after commit, want 0", len(ents))
+	}
+	got, dir, release, err := e.s.Acquire(ctx, sn.ID)
+	if err != nil {
+		t.Fatalf("acquire: %v", err)
+	}
+	if got.ID != sn.ID || dir != filepath.Join(e.data, "snapshots", sn.ID) {
+		t.Errorf("acquire: got %s at %s", got.ID, dir)
+	}
+	if err := e.s.Delete(ctx, sn.ID); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Errorf("delete while restoring: got %v, want failed precondition", err)
+	}
+	release()
+	if err := e.s.Delete(ctx, sn.ID); err != nil {
+		t.Fatalf("delete: %v", err)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("files after delete: got %v, want gone", err)
+	}
+	if _, err := e.s.Get(ctx, sn.ID); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("get after delete: got %v, want not found", err)
+	}
+}
+
+func TestDamageRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		damage func(dir string)
+	}{
+		{"flipped byte", func(dir string) {
+			p := filepath.Join(dir, "runsc", "pages.img")
+			b, _ := os.ReadFile(p)
+			b[3] ^= 0xff
+			os.WriteFile(p, b, 0o600)
+		}},
+		{"truncated", func(dir string) { os.Truncate(filepath.Join(dir, "runsc", "pages.img"), 4) }},
+		{"missing file", func(dir string) { os.Remove(filepath.Join(dir, "runsc", "pages.img")) }},
+		{"manifest edited", func(dir string) {
+			os.WriteFile(filepath.Join(dir, manifestName), []byte(`{"files":[]}`), 0o600)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			sn := e.take(t, e.clock.Now().Add(time.Hour))
+			tc.damage(filepath.Join(e.data, "snapshots", sn.ID))
+			_, _, _, err := e.s.Acquire(context.Background(), sn.ID)
+			if !errors.Is(err, errdefs.ErrFailedPrecondition) {
+				t.Fatalf("got %v, want failed precondition", err)
+			}
+			// A refused restore holds nothing: the snapshot can be deleted.
+			if err := e.s.Delete(context.Background(), sn.ID); err != nil {
+				t.Errorf("delete damaged: %v", err)
+			}
+		})
+	}
+}
+
+func TestExpiry(t *testing.T) {
+	e := newEnv(t)
+	now := e.clock.Now()
+	for _, tc := range []struct {
+		name      string
+		ttl       time.Duration
+		inherited time.Time
+		want      time.Time
+		class     error
+	}{
+		{"default", 0, time.Time{}, now.Add(DefaultTTL), nil},
+		{"ttl", time.Hour, time.Time{}, now.Add(time.Hour), nil},
+		{"maximum", MaxTTL, time.Time{}, now.Add(MaxTTL), nil},
+		{"over maximum", MaxTTL + time.Second, time.Time{}, time.Time{}, errdefs.ErrInvalidArgument},
+		{"negative", -time.Second, time.Time{}, time.Time{}, errdefs.ErrInvalidArgument},
+		{"inherited", 0, now.Add(3 * time.Hour), now.Add(3 * time.Hour), nil},
+		{"ttl beats inherited", time.Hour, now.Add(3 * time.Hour), now.Add(time.Hour), nil},
+		{"inherited already passed", 0, now.Add(-time.Second), time.Time{}, errdefs.ErrExpired},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := e.s.Expiry(now, tc.ttl, tc.inherited)
+			if tc.class != nil {
+				if !errors.Is(err, tc.class) {
+					t.Fatalf("got %v, want class %v", err, tc.class)
+				}
+				return
+			}
+			if err != nil || !got.Equal(tc.want) {
+				t.Fatalf("got %v, %v; want %v", got, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestExpiredRefusedAndCollected(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	short := e.take(t, e.clock.Now().Add(90*time.Second))
+	long := e.take(t, e.clock.Now().Add(time.Hour))
+	stop := e.s.StartCollector()
+	defer stop()
+
+	e.clock.Advance(90 * time.Second) // expired; the collector's first run is due too
+	if _, _, _, err := e.s.Acquire(ctx, short.ID); err != nil && !errors.Is(err, errdefs.ErrExpired) && !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("restore of an expired snapshot: got %v, want expired (or already collected)", err)
+	}
+	waitFor(t, "the collector deletes the expired snapshot", func() bool {
+		_, err := e.s.Get(ctx, short.ID)
+		return errors.Is(err, errdefs.ErrNotFound)
+	})
+	if _, err := os.Stat(filepath.Join(e.data, "snapshots", short.ID)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("expired snapshot's files: got %v, want gone", err)
+	}
+	if _, err := e.s.Get(ctx, long.ID); err != nil {
+		t.Errorf("unexpired snapshot: %v", err)
+	}
+}
+
+func TestAcquireExpired(t *testing.T) {
+	e := newEnv(t)
+	sn := e.take(t, e.clock.Now().Add(time.Minute))
+	e.clock.Advance(time.Minute)
+	_, _, _, err := e.s.Acquire(context.Background(), sn.ID)
+	if !errors.Is(err, errdefs.ErrExpired) {
+		t.Fatalf("got %v, want expired", err)
+	}
+}
+
+func TestStartupCleans(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	kept := e.take(t, e.clock.Now().Add(time.Hour))
+	lost := e.take(t, e.clock.Now().Add(time.Hour))
+	root := filepath.Join(e.data, "snapshots")
+	os.RemoveAll(filepath.Join(root, lost.ID))                              // files gone: row forgotten
+	os.MkdirAll(filepath.Join(root, "sn-00000000000000ff", "runsc"), 0o700) // unknown dir: removed
+	p, _ := e.s.Begin()                                                     // interrupted snapshot: removed
+	if err := e.s.Startup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ents, _ := os.ReadDir(root)
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	if len(names) != 2 || names[0] != kept.ID || names[1] != "tmp" {
+		t.Errorf("after startup: got %v, want [%s tmp]", names, kept.ID)
+	}
+	if _, err := os.Stat(p.Dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("pending dir after startup: got %v, want gone", err)
+	}
+	if _, err := e.s.Get(ctx, lost.ID); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("row of a snapshot whose files are gone: got %v, want not found", err)
+	}
+	if _, _, _, err := e.s.Acquire(ctx, kept.ID); err != nil {
+		t.Errorf("kept snapshot after startup: %v", err)
+	}
+}
+
+func TestOrigin(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	sn := e.take(t, e.clock.Now().Add(time.Hour))
+	if _, ok, err := e.s.OriginOf(ctx, "sb-00000000000000aa"); ok || err != nil {
+		t.Fatalf("origin of a created sandbox: got ok=%v %v, want none", ok, err)
+	}
+	if err := e.s.SetOrigin(ctx, "sb-00000000000000aa", sn); err != nil {
+		t.Fatal(err)
+	}
+	e.s.Delete(ctx, sn.ID) // the origin outlives its snapshot
+	o, ok, err := e.s.OriginOf(ctx, "sb-00000000000000aa")
+	if !ok || err != nil || o.SnapshotID != sn.ID || !o.ExpiresAt.Equal(sn.ExpiresAt) {
+		t.Fatalf("got %+v ok=%v %v, want %s expiring %v", o, ok, err, sn.ID, sn.ExpiresAt)
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

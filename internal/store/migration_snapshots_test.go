@@ -1,0 +1,48 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"path/filepath"
+	"testing"
+)
+
+// Migration 2 upgrades a database of version 1 that holds data: the
+// snapshot tables appear and the old rows stay.
+func TestMigrationSnapshots(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "meta.db")
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := migrations
+	migrations = all[:1]
+	err = Migrate(ctx, db)
+	migrations = all
+	if err != nil {
+		t.Fatalf("migrate to 1: %v", err)
+	}
+	if _, err := db.ExecContext(ctx, `INSERT INTO apps (name, created_at) VALUES ('a', 1)`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	db, err = Open(ctx, path)
+	if err != nil {
+		t.Fatalf("upgrade: %v", err)
+	}
+	defer db.Close()
+	var n int
+	db.QueryRowContext(ctx, `SELECT COUNT(*) FROM apps`).Scan(&n)
+	if n != 1 {
+		t.Errorf("got %d apps after the upgrade, want 1", n)
+	}
+	if _, err := db.ExecContext(ctx, `INSERT INTO snapshots (id, source_sandbox_id, app, record_json, size, checksum, created_at, expires_at)
+		VALUES ('sn-1', 'sb-1', 'a', '{}', 10, 'sha256:x', 1, 2)`); err != nil {
+		t.Errorf("insert snapshot: %v", err)
+	}
+	if _, err := db.ExecContext(ctx, `INSERT INTO sandbox_origins (sandbox_id, snapshot_id, expires_at) VALUES ('sb-2', 'sn-1', 2)`); err != nil {
+		t.Errorf("insert origin: %v", err)
+	}
+}
