@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sort"
 	"strings"
@@ -20,7 +21,8 @@ type ImageMount struct {
 }
 
 // ImageUsers returns, for every image that sandboxes not yet finished use (as
-// their root or mounted), the ids of those sandboxes, sorted.
+// their root or mounted) or that memory snapshots need to be restored, the
+// ids of those sandboxes and snapshots, sorted.
 func (m *Manager) ImageUsers(ctx context.Context) (map[string][]string, error) {
 	sbs, _, err := m.repo.unfinished(ctx)
 	if err != nil {
@@ -43,6 +45,29 @@ func (m *Manager) ImageUsers(ctx context.Context) (map[string][]string, error) {
 		for _, mt := range sb.Spec.Mounts {
 			add(mt.ImageID, sb.ID)
 		}
+	}
+	// A memory snapshot restores onto the layers of its image and mounts.
+	rows, err := m.repo.db.QueryContext(ctx, `SELECT id, record_json FROM snapshots`)
+	if err != nil {
+		return nil, fmt.Errorf("image users: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id, js string
+		if err := rows.Scan(&id, &js); err != nil {
+			return nil, fmt.Errorf("image users: %w", err)
+		}
+		var rec snapshotRecord
+		if json.Unmarshal([]byte(js), &rec) != nil {
+			continue
+		}
+		add(rec.ImageID, id)
+		for _, mt := range rec.Spec.Mounts {
+			add(mt.ImageID, id)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("image users: %w", err)
 	}
 	for _, ids := range users {
 		sort.Strings(ids)
@@ -72,7 +97,7 @@ func (m *Manager) DeleteImage(ctx context.Context, ref string) error {
 		return err
 	}
 	if ids := users[img.ID]; len(ids) > 0 {
-		return errdefs.FailedPrecondition("image %s is in use by sandboxes %s: terminate them first", ref, strings.Join(ids, ", "))
+		return errdefs.FailedPrecondition("image %s is in use by %s: terminate those sandboxes and delete those snapshots first", ref, strings.Join(ids, ", "))
 	}
 	if err := b.DeleteImage(ctx, img.ID); err != nil {
 		return err

@@ -203,7 +203,20 @@ func TestDeleteImageInUseRefused(t *testing.T) {
 	if r := execIn(t, user, nil, "cat", "/x"); r.stdout != "x\n" {
 		t.Errorf("user sandbox after refused delete: got %q", r.stdout)
 	}
+	// A memory snapshot of the user needs the image to be restored.
+	snap, err := user.Snapshot(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := user.Terminate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	err = c.DeleteImage(ctx, img.ID)
+	wantClass(t, "delete an image a memory snapshot needs", err, sandboxd.ErrFailedPrecondition)
+	if err != nil && !strings.Contains(err.Error(), snap.ID) {
+		t.Errorf("got %q, want the message to name %s", err, snap.ID)
+	}
+	if err := c.DeleteSnapshot(ctx, snap.ID); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.DeleteImage(ctx, img.ID); err != nil {
