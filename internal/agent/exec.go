@@ -38,12 +38,17 @@ type execution struct {
 	tty      *os.File      // the terminal's master, for tty execs; closed on exit
 	grace    time.Duration // how long output may stay open after the leader exits
 
-	mu       sync.Mutex
-	changed  chan struct{} // closed and replaced on every change of the fields below
-	out      [2]outputBuffer
-	exited   *agentv1.Exited // set when the leader is reaped
-	timedOut bool
-	timer    *time.Timer
+	mu      sync.Mutex
+	changed chan struct{} // closed and replaced on every change of the fields below
+	out     [2]outputBuffer
+	exited  *agentv1.Exited // set when the leader is reaped
+	// groupGone is set with exited when no process of the exec's group was
+	// left: nothing can write to its pipes any more, so what they hold is
+	// read at once instead of waiting for EOF (gVisor reports a child's exit
+	// some 10-30 ms before it closes the child's files).
+	groupGone bool
+	timedOut  bool
+	timer     *time.Timer
 }
 
 func newExecution(id string, limit int64, grace time.Duration) *execution {
@@ -150,10 +155,12 @@ func (e *execution) onExit(ws syscall.WaitStatus) {
 	if e.timer != nil {
 		e.timer.Stop()
 	}
+	// The leader is reaped; a member left in its group keeps the group.
+	e.groupGone = e.pid > 0 && syscall.Kill(-e.pid, 0) == syscall.ESRCH
 	e.notifyLocked()
 	e.mu.Unlock()
 
-	deadline := time.Now().Add(e.grace)
+	deadline := e.outputDeadline()
 	for _, f := range e.pipes {
 		if f != nil {
 			f.SetReadDeadline(deadline)
@@ -165,6 +172,41 @@ func (e *execution) onExit(ws syscall.WaitStatus) {
 	if e.tty != nil {
 		e.tty.Close()
 	}
+}
+
+// outputDeadline is how long the pipes may still be read after the leader
+// exited: until now when its group is gone, else e.grace more.
+func (e *execution) outputDeadline() time.Time {
+	e.mu.Lock()
+	gone := e.groupGone
+	e.mu.Unlock()
+	if gone {
+		return time.Now()
+	}
+	return time.Now().Add(e.grace)
+}
+
+// drain appends to buffer i what the pipe holds now, without waiting.
+func (e *execution) drain(i int, f *os.File, buf []byte) {
+	f.SetReadDeadline(time.Time{})
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	rc.Read(func(fd uintptr) bool {
+		for {
+			n, err := syscall.Read(int(fd), buf)
+			if n <= 0 || err != nil {
+				return true
+			}
+			e.mu.Lock()
+			if !e.out[i].closed {
+				e.out[i].append(buf[:n])
+			}
+			e.notifyLocked()
+			e.mu.Unlock()
+		}
+	})
 }
 
 // pump copies one output pipe into its buffer. It stops reading while the
@@ -188,20 +230,31 @@ func (e *execution) pump(i int, f *os.File) {
 			continue
 		}
 		if exited {
-			f.SetReadDeadline(time.Now().Add(e.grace))
+			f.SetReadDeadline(e.outputDeadline())
 		}
 		n, err := f.Read(buf[:min(room, int64(len(buf)))])
+		timedOut := errors.Is(err, os.ErrDeadlineExceeded)
 		e.mu.Lock()
 		if n > 0 && !e.out[i].closed {
 			e.out[i].append(buf[:n])
 		}
-		if err != nil {
+		gone := e.groupGone
+		if err != nil && !(timedOut && gone) {
 			e.out[i].closed = true
 		}
 		e.notifyLocked()
 		e.mu.Unlock()
+		if timedOut && gone {
+			// Nobody is left to write: keep what the pipe holds, then end.
+			e.drain(i, f, buf)
+			e.mu.Lock()
+			e.out[i].closed = true
+			e.notifyLocked()
+			e.mu.Unlock()
+			return
+		}
 		if err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
+			if timedOut {
 				f.SetReadDeadline(time.Time{})
 				io.Copy(io.Discard, f)
 			}

@@ -403,3 +403,19 @@ func TestEntrypoint(t *testing.T) {
 		}
 	})
 }
+
+// Output written just before the process exits is all kept, whether the
+// process group is gone at once (read without waiting for EOF) or a
+// background child keeps writing for a while (read until the grace ends).
+func TestOutputAroundExit(t *testing.T) {
+	c, _ := agenttest.Start(t, agent.Config{}, agent.Options{ExitGrace: 500 * time.Millisecond})
+	ctx := context.Background()
+	out, _, ex, err := run(ctx, c, "burst", &agentv1.ProcessSpec{Argv: []string{"sh", "-c", "head -c 300000 /dev/zero | tr '\\0' x"}})
+	if err != nil || ex.ExitCode != 0 || len(out) != 300000 {
+		t.Errorf("burst then exit: got %d bytes, exit %v, err %v; want 300000", len(out), ex, err)
+	}
+	out, _, _, err = run(ctx, c, "bg", &agentv1.ProcessSpec{Argv: []string{"sh", "-c", "echo a; (sleep 0.1; echo b) & exit 0"}})
+	if err != nil || out != "a\nb\n" {
+		t.Errorf("background child within the grace: got %q, %v; want a and b", out, err)
+	}
+}

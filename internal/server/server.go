@@ -37,13 +37,15 @@ type Server struct {
 // Handler returns the HTTP handler of every service, behind bearer-token auth.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	opts := connect.WithInterceptors(authInterceptor(s.Token))
+	// No gzip: the API's messages are small or already dense (file
+	// contents), and compressing them costs more time than loopback saves.
+	opts := connect.WithHandlerOptions(connect.WithInterceptors(authInterceptor(s.Token)),
+		connect.WithCompression("gzip", nil, nil))
 	mux.Handle(sandboxdv1connect.NewSandboxServiceHandler(&sandboxService{s}, opts))
 	mux.Handle(sandboxdv1connect.NewExecServiceHandler(&execService{s}, opts))
 	mux.Handle(sandboxdv1connect.NewSecretServiceHandler(&secretService{s}, opts))
 	mux.Handle(sandboxdv1connect.NewImageServiceHandler(&imageService{s}, opts))
-	// No gzip for file contents: it costs more CPU than the link saves.
-	mux.Handle(sandboxdv1connect.NewFileServiceHandler(&fileService{s}, opts, connect.WithCompression("gzip", nil, nil)))
+	mux.Handle(sandboxdv1connect.NewFileServiceHandler(&fileService{s}, opts))
 	if s.Snapshots != nil {
 		mux.Handle(sandboxdv1connect.NewSnapshotServiceHandler(&snapshotService{s}, opts))
 	}

@@ -54,7 +54,9 @@ func NewClient(addr, token string) *Client {
 	var protos http.Protocols
 	protos.SetUnencryptedHTTP2(true)
 	hc := &http.Client{Transport: &http.Transport{Protocols: &protos, ForceAttemptHTTP2: true}}
-	opts := connect.WithInterceptors(bearer(token))
+	// No gzip (the daemon does not compress either): see internal/server.
+	opts := connect.WithClientOptions(connect.WithInterceptors(bearer(token)),
+		connect.WithAcceptCompression("gzip", nil, nil))
 	return &Client{
 		sandboxes: sandboxdv1connect.NewSandboxServiceClient(hc, addr, opts),
 		exec:      sandboxdv1connect.NewExecServiceClient(hc, addr, opts),
