@@ -165,6 +165,19 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (*Sandbox, error) {
 	if err != nil {
 		return fail(err)
 	}
+	if err := m.goLive(ctx, sb, h); err != nil {
+		return fail(err)
+	}
+	log.Info("sandbox running", "image", spec.Image, "app", spec.App)
+	return sb, nil
+}
+
+// goLive takes a sandbox whose engine is up (created or restored) to
+// running: it waits for its agent, records it running with a fresh deadline
+// and registers it live. On error the engine side is torn down (or the
+// sandbox finished) and the caller records the failure.
+func (m *Manager) goLive(ctx context.Context, sb *Sandbox, h Handle) error {
+	bg := context.WithoutCancel(ctx)
 	conn, err := m.agents.Dial(h.AgentAddr, h.AgentToken)
 	if err == nil {
 		rctx, cancel := context.WithTimeout(ctx, m.cfg.ReadyTimeout)
@@ -176,23 +189,24 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (*Sandbox, error) {
 		}
 	}
 	if err != nil {
-		m.prov.Destroy(context.WithoutCancel(ctx), h)
-		return fail(err)
+		m.prov.Destroy(bg, h)
+		return err
 	}
 	sb.StartedAt = m.clock.Now()
-	sb.Deadline = sb.StartedAt.Add(spec.Timeout)
+	sb.Deadline = sb.StartedAt.Add(sb.Spec.Timeout)
 	sb.State = StateRunning
-	if err := m.repo.setRunning(context.WithoutCancel(ctx), sb.ID, h, sb.StartedAt, sb.Deadline); err != nil {
+	if err := m.repo.setRunning(bg, sb.ID, h, sb.StartedAt, sb.Deadline); err != nil {
 		conn.Close()
-		m.prov.Destroy(context.WithoutCancel(ctx), h)
-		return fail(err)
+		m.prov.Destroy(bg, h)
+		return err
 	}
 	if err := m.startLive(sb, h, conn); err != nil {
-		m.finish(sb.ID, ReasonFailed, ExitCodeLost, err.Error())
-		return nil, fmt.Errorf("create sandbox: %w", err)
+		// Recorded running: finishing it records the failure and tears down.
+		conn.Close()
+		m.prov.Destroy(bg, h)
+		return err
 	}
-	log.Info("sandbox running", "image", spec.Image, "app", spec.App)
-	return sb, nil
+	return nil
 }
 
 // startLive registers a running sandbox: its lifetime timer, its entrypoint

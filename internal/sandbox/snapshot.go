@@ -220,31 +220,8 @@ func (s *Snapshots) Restore(ctx context.Context, snapID string, mode NameMode, n
 	if err != nil {
 		return fail(err)
 	}
-	conn, err := m.agents.Dial(h.AgentAddr, h.AgentToken)
-	if err == nil {
-		rctx, cancel := context.WithTimeout(ctx, m.cfg.ReadyTimeout)
-		err = conn.WaitReady(rctx)
-		cancel()
-		if err != nil {
-			conn.Close()
-			err = fmt.Errorf("agent did not answer after restore: %w", err)
-		}
-	}
-	if err != nil {
-		m.prov.Destroy(context.WithoutCancel(ctx), h)
+	if err := m.goLive(ctx, sb, h); err != nil {
 		return fail(err)
-	}
-	sb.StartedAt = m.clock.Now()
-	sb.Deadline = sb.StartedAt.Add(spec.Timeout)
-	sb.State = StateRunning
-	if err := m.repo.setRunning(context.WithoutCancel(ctx), sb.ID, h, sb.StartedAt, sb.Deadline); err != nil {
-		conn.Close()
-		m.prov.Destroy(context.WithoutCancel(ctx), h)
-		return fail(err)
-	}
-	if err := m.startLive(sb, h, conn); err != nil {
-		m.finish(sb.ID, ReasonFailed, ExitCodeLost, err.Error())
-		return nil, fmt.Errorf("restore %s: %w", snapID, err)
 	}
 	log.Info("sandbox restored", "took", time.Since(start))
 	return sb, nil
