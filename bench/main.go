@@ -56,6 +56,7 @@ func sections() []section {
 		{"core", runCore},
 		{"snapshots", runSnapshots},
 		{"fssnapshots", runFSSnapshots},
+		{"files", runFiles},
 	}
 }
 

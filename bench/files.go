@@ -1,0 +1,234 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	sandboxd "github.com/sandboxd/sandboxd/sdk/go"
+)
+
+// The files section (issue 3): write then read back of a 1 MiB and a 256 MiB
+// file through the SDK file API (Files.WriteFile, Files.Open), in MB/s,
+// beside the same copy on the host disk (write to a file beside the raw
+// engine's directory with fsync, read it back); and the latency of 1 KiB
+// writes and reads. The data is random and every read-back is checked
+// against what was written (sha256); a mismatch fails the section.
+//
+// The sandbox's file lives under / (gVisor's overlay, whose upper layer is
+// a directory on the host disk), not /tmp (a tmpfs in the sandbox).
+func runFiles(ctx context.Context, e *env) ([]figure, error) {
+	sb, err := e.client.Create(ctx, sandboxd.CreateOptions{Image: "busybox", Timeout: time.Hour, MemoryMiB: 2048})
+	if err != nil {
+		return nil, err
+	}
+	e.daemon.track(sb.ID)
+	defer sb.Terminate(context.WithoutCancel(ctx))
+	f := sb.Files()
+	if err := f.MkdirAll(ctx, "/bench"); err != nil {
+		return nil, err
+	}
+	host, err := os.MkdirTemp(e.raw.dir, "hostfiles-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(host)
+
+	var figs []figure
+	for _, c := range []struct {
+		name  string
+		size  int
+		runs  int
+		large bool
+	}{
+		{"1 MiB", 1 << 20, 5, false},
+		{"256 MiB", 256 << 20, 3, true},
+	} {
+		var w, r, hw, hr dist
+		data, back := make([]byte, c.size), make([]byte, c.size)
+		sp, hp := "/bench/f", filepath.Join(host, "f")
+		// One round of each first, not counted: first stream, page cache.
+		for i := range c.runs + 1 {
+			rand.Read(data) // fresh bytes each run: a stale file cannot pass
+			sum := sha256.Sum256(data)
+			ow, or, err := filesCopyOurs(ctx, f, sp, data, back)
+			if err != nil {
+				return nil, fmt.Errorf("%s, ours: %w", c.name, err)
+			}
+			if sha256.Sum256(back) != sum {
+				return nil, fmt.Errorf("%s, ours: read-back differs from what was written (sha256)", c.name)
+			}
+			clear(back)
+			hostW, hostR, err := filesCopyHost(hp, data, back)
+			if err != nil {
+				return nil, fmt.Errorf("%s, host: %w", c.name, err)
+			}
+			if sha256.Sum256(back) != sum {
+				return nil, fmt.Errorf("%s, host: read-back differs from what was written (sha256)", c.name)
+			}
+			clear(back)
+			if i == 0 {
+				continue
+			}
+			w, r = append(w, mbps(c.size, ow)), append(r, mbps(c.size, or))
+			hw, hr = append(hw, mbps(c.size, hostW)), append(hr, mbps(c.size, hostR))
+			e.logf("files %s %d/%d: ours write %.1f MB/s read %.1f MB/s; host write+fsync %.1f MB/s read %.1f MB/s",
+				c.name, i, c.runs, w[i-1], r[i-1], hw[i-1], hr[i-1])
+		}
+		// For scale: the same file read inside the sandbox, no API between.
+		var inside dist
+		for range c.runs {
+			t0 := time.Now()
+			if err := shell(ctx, sb, "cat "+sp+" >/dev/null"); err != nil {
+				return nil, err
+			}
+			inside = append(inside, mbps(c.size, time.Since(t0)))
+		}
+		if err := f.Remove(ctx, sp); err != nil {
+			return nil, err
+		}
+		if err := os.Remove(hp); err != nil {
+			return nil, err
+		}
+		wf := newFigure("write "+c.name+" (Files.WriteFile)", "MB/s", w).
+			against("host write+fsync", hw)
+		rf := newFigure("read back "+c.name+" (Files.Open)", "MB/s", r).
+			against("host read", hr)
+		if c.large {
+			wf = wf.atLeast(0.5, ">= 0.5x host")
+			rf = rf.atLeast(0.5, ">= 0.5x host")
+		}
+		figs = append(figs, wf, rf,
+			newFigure("  (in-sandbox exec cat "+c.name+" >/dev/null)", "MB/s", inside))
+	}
+
+	// Small files: 1 KiB written then read back, the same file each time.
+	nSmall := max(100, 5*e.n)
+	var sw, sr, hsw, hsr []time.Duration
+	small, back := make([]byte, 1024), make([]byte, 1024)
+	for i := range nSmall + 5 {
+		rand.Read(small)
+		sum := sha256.Sum256(small)
+		t0 := time.Now()
+		if err := f.WriteFile(ctx, "/bench/small", small, nil); err != nil {
+			return nil, fmt.Errorf("1 KiB write: %w", err)
+		}
+		t1 := time.Now()
+		got, err := f.ReadFile(ctx, "/bench/small")
+		if err != nil {
+			return nil, fmt.Errorf("1 KiB read: %w", err)
+		}
+		t2 := time.Now()
+		if sha256.Sum256(got) != sum {
+			return nil, errors.New("1 KiB, ours: read-back differs from what was written (sha256)")
+		}
+		hostW, hostR, err := filesCopyHost(filepath.Join(host, "small"), small, back)
+		if err != nil {
+			return nil, fmt.Errorf("1 KiB, host: %w", err)
+		}
+		if sha256.Sum256(back) != sum {
+			return nil, errors.New("1 KiB, host: read-back differs from what was written (sha256)")
+		}
+		if i >= 5 { // warm-up
+			sw, sr = append(sw, t1.Sub(t0)), append(sr, t2.Sub(t1))
+			hsw, hsr = append(hsw, hostW), append(hsr, hostR)
+		}
+	}
+	e.logf("files 1 KiB: write p50 %.2f ms, read p50 %.2f ms over %d", durations(sw).pct(50), durations(sr).pct(50), len(sw))
+	swf := newFigure("write 1 KiB (Files.WriteFile)", "ms", durations(sw)).
+		against("host write+fsync", durations(hsw)).under(5, "p50 < 5 ms")
+	srf := newFigure("read 1 KiB (Files.ReadFile)", "ms", durations(sr)).
+		against("host read", durations(hsr)).under(5, "p50 < 5 ms")
+	return append(figs, swf, srf), nil
+}
+
+// filesCopyOurs writes data to the sandbox's file p and reads it back into
+// back (of the same length), timing each half.
+func filesCopyOurs(ctx context.Context, f *sandboxd.Files, p string, data, back []byte) (w, r time.Duration, err error) {
+	t0 := time.Now()
+	if err := f.WriteFile(ctx, p, data, nil); err != nil {
+		return 0, 0, fmt.Errorf("write: %w", err)
+	}
+	t1 := time.Now()
+	rd, err := f.Open(ctx, p)
+	if err != nil {
+		return 0, 0, fmt.Errorf("open: %w", err)
+	}
+	defer rd.Close()
+	if err := readExactly(rd, back); err != nil {
+		return 0, 0, err
+	}
+	return t1.Sub(t0), time.Since(t1), nil
+}
+
+// filesCopyHost writes data to the host file p with fsync and reads it back
+// into back (of the same length), timing each half.
+func filesCopyHost(p string, data, back []byte) (w, r time.Duration, err error) {
+	t0 := time.Now()
+	hf, err := os.Create(p)
+	if err != nil {
+		return 0, 0, err
+	}
+	_, err = hf.Write(data)
+	if err == nil {
+		err = hf.Sync()
+	}
+	if cerr := hf.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return 0, 0, err
+	}
+	t1 := time.Now()
+	hf, err = os.Open(p)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer hf.Close()
+	if err := readExactly(hf, back); err != nil {
+		return 0, 0, err
+	}
+	return t1.Sub(t0), time.Since(t1), nil
+}
+
+// readExactly fills buf from r and checks that r then ends.
+func readExactly(r io.Reader, buf []byte) error {
+	if n, err := io.ReadFull(r, buf); err != nil {
+		return fmt.Errorf("read back: %d of %d bytes: %w", n, len(buf), err)
+	}
+	var one [1]byte
+	if n, err := r.Read(one[:]); n > 0 || (err != nil && err != io.EOF) {
+		if err == nil {
+			err = errors.New("longer than written")
+		}
+		return fmt.Errorf("read back: %w", err)
+	}
+	return nil
+}
+
+// mbps is size bytes in d, in MB/s (10^6 bytes per second).
+func mbps(size int, d time.Duration) float64 { return float64(size) / 1e6 / d.Seconds() }
+
+// atLeast sets a target on the ratio for a figure where more is better
+// (a throughput): met when Ratio >= limit.
+func (f figure) atLeast(limit float64, words string) figure {
+	f.Target = words
+	met := f.Ratio >= limit
+	f.Met = &met
+	return f
+}
+
+// under sets an absolute target on the p50: met when P50 < limit (in the
+// figure's unit).
+func (f figure) under(limit float64, words string) figure {
+	f.Target = words
+	met := f.P50 < limit
+	f.Met = &met
+	return f
+}
