@@ -140,13 +140,19 @@ func freePort() (string, error) {
 	return l.Addr().String(), nil
 }
 
-func startDaemon(o daemonOpts) (*daemon, error) {
+func startDaemon(o daemonOpts) (_ *daemon, err error) {
 	dir := o.dir
 	if dir == "" {
-		var err error
 		if dir, err = os.MkdirTemp("", "sandboxd-e2e-"); err != nil {
 			return nil, err
 		}
+		// A daemon that never came up leaves no data dir behind (its
+		// sandboxes, if any, were swept by the kill below).
+		defer func() {
+			if err != nil {
+				os.RemoveAll(dir)
+			}
+		}()
 		// Base images come from the builder cache, built once per machine.
 		prep := exec.Command(filepath.Join(binDir, "sandboxd"), "prepare", "--data-dir", dir)
 		if out, err := prep.CombinedOutput(); err != nil {
