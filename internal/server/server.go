@@ -13,6 +13,7 @@ import (
 
 	"github.com/sandboxd/sandboxd/api/gen/sandboxd/v1/sandboxdv1connect"
 	"github.com/sandboxd/sandboxd/internal/errdefs"
+	"github.com/sandboxd/sandboxd/internal/rpcerr"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 	"github.com/sandboxd/sandboxd/internal/secret"
 )
@@ -98,41 +99,12 @@ func toRPC(err error) error {
 		return nil
 	}
 	var ce *connect.Error
-	if errors.As(err, &ce) {
-		return err
-	}
-	if errors.Is(err, context.Canceled) {
-		return connect.NewError(connect.CodeCanceled, err)
-	}
-	if errors.Is(err, context.DeadlineExceeded) {
-		return connect.NewError(connect.CodeDeadlineExceeded, err)
-	}
-	code := connect.CodeInternal
-	switch errdefs.Class(err) {
-	case errdefs.ErrNotFound:
-		code = connect.CodeNotFound
-	case errdefs.ErrAlreadyExists:
-		code = connect.CodeAlreadyExists
-	case errdefs.ErrInvalidArgument:
-		code = connect.CodeInvalidArgument
-	case errdefs.ErrFailedPrecondition:
-		code = connect.CodeFailedPrecondition
-	case errdefs.ErrResourceExhausted:
-		code = connect.CodeResourceExhausted
-	case errdefs.ErrUnavailable:
-		code = connect.CodeUnavailable
-	case errdefs.ErrPermissionDenied:
-		code = connect.CodePermissionDenied
-	case errdefs.ErrExpired:
-		// An expired object is a precondition that no longer holds; the
-		// metadata lets clients tell it apart (the SDK's ErrExpired).
+	if !errors.As(err, &ce) && errdefs.Class(err) == errdefs.ErrExpired {
+		// The metadata lets clients tell "expired" from other failed
+		// preconditions (the SDK's ErrExpired).
 		ce := connect.NewError(connect.CodeFailedPrecondition, err)
 		ce.Meta().Set(ClassHeader, "expired")
 		return ce
-	case errdefs.ErrDeadlineExceeded:
-		code = connect.CodeDeadlineExceeded
-	case errdefs.ErrCanceled:
-		code = connect.CodeCanceled
 	}
-	return connect.NewError(code, err)
+	return rpcerr.ToConnect(err)
 }
