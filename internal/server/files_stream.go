@@ -24,21 +24,13 @@ func (h *fileService) ReadFile(ctx context.Context, req *connect.Request[pb.Read
 	if err != nil {
 		return h.fileErr(ctx, req.Msg.SandboxId, err)
 	}
-	defer as.Close()
-	for as.Receive() {
-		m := as.Msg()
+	return relay(ctx, h, req.Msg.SandboxId, as, func(m *agentv1.ReadFileResponse) error {
 		out := &pb.ReadFileResponse{Data: m.Data}
 		if m.Info != nil {
 			out.Info = convert(&pb.FileInfo{}, m.Info)
 		}
-		if err := stream.Send(out); err != nil {
-			return err
-		}
-	}
-	if err := as.Err(); err != nil {
-		return h.fileErr(ctx, req.Msg.SandboxId, err)
-	}
-	return nil
+		return stream.Send(out)
+	})
 }
 
 func (h *fileService) TarOut(ctx context.Context, req *connect.Request[pb.TarOutRequest], stream *connect.ServerStream[pb.DataChunk]) error {
@@ -50,16 +42,9 @@ func (h *fileService) TarOut(ctx context.Context, req *connect.Request[pb.TarOut
 	if err != nil {
 		return h.fileErr(ctx, req.Msg.SandboxId, err)
 	}
-	defer as.Close()
-	for as.Receive() {
-		if err := stream.Send(&pb.DataChunk{Data: as.Msg().Data}); err != nil {
-			return err
-		}
-	}
-	if err := as.Err(); err != nil {
-		return h.fileErr(ctx, req.Msg.SandboxId, err)
-	}
-	return nil
+	return relay(ctx, h, req.Msg.SandboxId, as, func(m *agentv1.DataChunk) error {
+		return stream.Send(&pb.DataChunk{Data: m.Data})
+	})
 }
 
 func (h *fileService) Watch(ctx context.Context, req *connect.Request[pb.WatchRequest], stream *connect.ServerStream[pb.WatchEvent]) error {
@@ -71,17 +56,9 @@ func (h *fileService) Watch(ctx context.Context, req *connect.Request[pb.WatchRe
 	if err != nil {
 		return h.fileErr(ctx, req.Msg.SandboxId, err)
 	}
-	defer as.Close()
-	for as.Receive() {
-		m := as.Msg()
-		if err := stream.Send(&pb.WatchEvent{Type: pb.WatchEventType(m.Type), Path: m.Path, IsDir: m.IsDir}); err != nil {
-			return err
-		}
-	}
-	if err := as.Err(); err != nil {
-		return h.fileErr(ctx, req.Msg.SandboxId, err)
-	}
-	return nil
+	return relay(ctx, h, req.Msg.SandboxId, as, func(m *agentv1.WatchEvent) error {
+		return stream.Send(&pb.WatchEvent{Type: pb.WatchEventType(m.Type), Path: m.Path, IsDir: m.IsDir})
+	})
 }
 
 func (h *fileService) WriteFile(ctx context.Context, stream *connect.ClientStream[pb.WriteFileRequest]) (*connect.Response[pb.WriteFileResponse], error) {
@@ -163,6 +140,22 @@ func (h *fileService) TarIn(ctx context.Context, stream *connect.ClientStream[pb
 		return nil, h.fileErr(ctx, id, err)
 	}
 	return connect.NewResponse(convert(&pb.TarInResponse{}, resp.Msg)), nil
+}
+
+// relay forwards the messages of an agent stream through send until the
+// stream ends, then closes it; an error of the agent's stream is explained
+// (the sandbox may have finished meanwhile).
+func relay[T any](ctx context.Context, h *fileService, sandboxID string, as *connect.ServerStreamForClient[T], send func(*T) error) error {
+	defer as.Close()
+	for as.Receive() {
+		if err := send(as.Msg()); err != nil {
+			return err
+		}
+	}
+	if err := as.Err(); err != nil {
+		return h.fileErr(ctx, sandboxID, err)
+	}
+	return nil
 }
 
 func orNoHeader(err error) error {
