@@ -36,6 +36,10 @@ func (c *initCmd) run(ctx context.Context, args []string) error {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
+	// Capabilities only the agent holds must not reach what it executes.
+	if err := agent.ClearInheritableCaps(); err != nil {
+		return fmt.Errorf("confine capabilities: %w", err)
+	}
 	cfg, err := agent.LoadConfig(c.config)
 	if err != nil {
 		return err

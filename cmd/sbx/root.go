@@ -72,6 +72,9 @@ func newRootCmd(a *app) *cobra.Command {
 		newVersionCmd(a),
 		newCpCmd(a),
 		newFsCmd(a),
+		newMountCmd(a),
+		newUnmountCmd(a),
+		newMountsCmd(a),
 	)
 	return root
 }

@@ -37,6 +37,7 @@ type Agent struct {
 	boot        time.Time
 	grace       time.Duration
 	maxFinished int
+	mounts      *imageMounts // images mounted while running (mount.go)
 
 	mu       sync.Mutex
 	execs    map[string]*execution
@@ -65,6 +66,7 @@ func New(cfg Config, opts Options) (*Agent, error) {
 		maxFinished: opts.MaxFinished,
 		execs:       make(map[string]*execution),
 		reaper:      processReaper{},
+		mounts:      newImageMounts(sysMounter{}),
 	}
 	if a.grace <= 0 {
 		a.grace = 100 * time.Millisecond

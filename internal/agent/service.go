@@ -16,7 +16,8 @@ import (
 // service implements AgentService: handlers decode, validate, call the
 // Agent and map errors, nothing else.
 type service struct {
-	a *Agent
+	a      *Agent
+	mounts *imageMounts
 }
 
 var _ agentv1connect.AgentServiceHandler = (*service)(nil)
@@ -27,7 +28,7 @@ func (a *Agent) Handler() http.Handler {
 	mux := http.NewServeMux()
 	// No compression: the link is a local veth and output is often binary;
 	// gzip would only cost CPU inside the sandbox.
-	mux.Handle(agentv1connect.NewAgentServiceHandler(&service{a: a}, connect.WithCompression("gzip", nil, nil)))
+	mux.Handle(agentv1connect.NewAgentServiceHandler(&service{a: a, mounts: a.mounts}, connect.WithCompression("gzip", nil, nil)))
 	mux.Handle(agentv1connect.NewFilesystemServiceHandler(newFSService(), connect.WithCompression("gzip", nil, nil)))
 	return requireToken(a.cfg.Token, mux)
 }

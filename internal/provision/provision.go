@@ -11,9 +11,11 @@
 //	scratch/             gVisor's overlay upper layer: the sandbox's writes
 //	agent/agent.json     the agent's config (mode 0600; holds env values)
 //	init.log             the init's (agent's) stdout and stderr
+//	stage/               images staged for the agent while running (stage.go)
 //
 // The agent binary is mounted read-only from a shared directory at
-// /.sandboxd/bin, the per-sandbox agent dir at /.sandboxd/run.
+// /.sandboxd/bin, the per-sandbox agent dir at /.sandboxd/run, the staging
+// dir at /.sandboxd/stage.
 package provision
 
 import (
@@ -184,6 +186,17 @@ func (p *Provisioner) bringUp(ctx context.Context, req sandbox.ProvisionRequest,
 	if err != nil {
 		return h, err
 	}
+	var sysMounts []runtime.Mount
+	var initCaps []string
+	if from == nil || !from.noStage {
+		stage, err := p.prepareStage(ctx, dir, req.Staged)
+		undo = append(undo, func() { unmountStage(dir) })
+		if err != nil {
+			return h, err
+		}
+		// The agent mounts staged images; what it runs may not mount.
+		sysMounts, initCaps = []runtime.Mount{stage}, []string{"CAP_SYS_ADMIN"}
+	}
 
 	token := randomToken()
 	cfg := agent.Config{
@@ -205,11 +218,12 @@ func (p *Provisioner) bringUp(ctx context.Context, req sandbox.ProvisionRequest,
 		Args:    []string{AgentBinDir + "/" + agentName, "init", "--config", AgentRunDir + "/agent.json"},
 		Env:     []string{"PATH=" + agent.DefaultPath},
 		Cwd:     "/",
-		Mounts: append([]runtime.Mount{
+		Mounts: append(append([]runtime.Mount{
 			{Source: p.agentDir, Destination: AgentBinDir, ReadOnly: true},
 			{Source: sub("agent"), Destination: AgentRunDir, ReadOnly: true},
-		}, imageMounts...),
-		NetNSPath: ep.NetNSPath,
+		}, sysMounts...), imageMounts...),
+		InitCapabilities: initCaps,
+		NetNSPath:        ep.NetNSPath,
 		Resources: runtime.Resources{
 			CPUs: req.Resources.CPU, MemoryBytes: req.Resources.MemoryMiB << 20, Pids: req.Resources.Pids,
 		},
@@ -243,7 +257,7 @@ func prepareRoot(root string) error {
 	if err := os.RemoveAll(d); err != nil {
 		return fmt.Errorf("prepare root: %w", err)
 	}
-	for _, sub := range []string{"bin", "run"} {
+	for _, sub := range []string{"bin", "run", "stage"} {
 		if err := os.MkdirAll(filepath.Join(d, sub), 0o755); err != nil {
 			return fmt.Errorf("prepare root: %w", err)
 		}
@@ -296,6 +310,13 @@ func (p *Provisioner) removeDir(id string) error {
 	}
 	if err := unmountImages(dir); err != nil {
 		return fmt.Errorf("unmount images: %w", err)
+	}
+	if err := unmountStage(dir); err != nil {
+		return err
+	}
+	// Never remove through a mount: it could reach stored layers.
+	if mps, err := mountPointsUnder(dir); err != nil || len(mps) > 0 {
+		return fmt.Errorf("remove sandbox dir: still mounted under it: %v %v", mps, err)
 	}
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("remove sandbox dir: %w", err)

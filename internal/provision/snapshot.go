@@ -3,6 +3,7 @@ package provision
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -17,6 +18,9 @@ import (
 //
 //	runsc/              runsc's image (checkpoint.img, pages.img, pages_meta.img)
 //	agent.json          the agent's config as the sandbox was started with it
+//	staging             present when the sandbox had a staging dir (stage.go);
+//	                    older snapshots restore without one, as runsc
+//	                    refuses a spec whose mounts differ from the saved one
 //
 // Restore needs nothing else from the source sandbox: the root is rebuilt
 // from the same image layers (gVisor's own overlay, with the sandbox's
@@ -40,7 +44,10 @@ type restoreFrom struct {
 	engine   CheckpointEngine
 	imageDir string
 	agent    agent.Config
+	noStage  bool // a snapshot of a sandbox without a staging dir
 }
+
+const stagingMarker = "staging"
 
 func (p *Provisioner) checkpointEngine() (CheckpointEngine, error) {
 	ce, ok := p.engine.(CheckpointEngine)
@@ -63,6 +70,11 @@ func (p *Provisioner) Checkpoint(ctx context.Context, h sandbox.Handle, dir stri
 	}
 	if err := os.WriteFile(filepath.Join(dir, "agent.json"), b, 0o600); err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
+	}
+	if ok, _ := isMountPoint(stageDir(p.sandboxDir(h.ID))); ok {
+		if err := os.WriteFile(filepath.Join(dir, stagingMarker), nil, 0o600); err != nil {
+			return fmt.Errorf("checkpoint: %w", err)
+		}
 	}
 	img := filepath.Join(dir, "runsc")
 	if err := os.Mkdir(img, 0o700); err != nil {
@@ -89,5 +101,10 @@ func (p *Provisioner) Restore(ctx context.Context, req sandbox.ProvisionRequest,
 	if err := json.Unmarshal(b, &cfg); err != nil || cfg.Token == "" {
 		return sandbox.Handle{}, errdefs.FailedPrecondition("restore: snapshot's agent config is unreadable: %v", err)
 	}
-	return p.bringUp(ctx, req, &restoreFrom{engine: ce, imageDir: filepath.Join(dir, "runsc"), agent: cfg})
+	_, err = os.Stat(filepath.Join(dir, stagingMarker))
+	noStage := errors.Is(err, os.ErrNotExist)
+	if noStage && len(req.Staged) > 0 {
+		return sandbox.Handle{}, errdefs.FailedPrecondition("restore: the snapshot has live mounts but no staging dir")
+	}
+	return p.bringUp(ctx, req, &restoreFrom{engine: ce, imageDir: filepath.Join(dir, "runsc"), agent: cfg, noStage: noStage})
 }

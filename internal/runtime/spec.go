@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -50,6 +51,17 @@ type Spec struct {
 	// Capabilities are added to the init's default set, e.g.
 	// "CAP_SYS_ADMIN". Capabilities apply inside gVisor, not on the host.
 	Capabilities []string
+	// InitCapabilities are meant for the init process alone, not for the
+	// programs it runs. They go into its inheritable, permitted and effective
+	// sets but not into the bounding set. gVisor applies execve's rules to
+	// the init itself (permitted' = bounding | inheritable for root), so a
+	// capability outside both sets would never reach it: the inheritable set
+	// carries it through that first execve. The init must then clear them
+	// from its inheritable set, on every thread, before it runs anything;
+	// from then on a program it executes, even as root, gets only the
+	// bounding set (verified with runsc: such a child cannot mount, ptrace
+	// the init, or open its /proc/1/mem for writing).
+	InitCapabilities []string
 }
 
 // Mount is a bind mount of a host path into the sandbox.
@@ -105,7 +117,7 @@ func (s *Spec) validate() error {
 			return errdefs.Invalid("spec %s: mount %s -> %s: paths must be absolute", s.ID, m.Source, m.Destination)
 		}
 	}
-	for _, c := range s.Capabilities {
+	for _, c := range append(slices.Clone(s.Capabilities), s.InitCapabilities...) {
 		if !strings.HasPrefix(c, "CAP_") || strings.ToUpper(c) != c {
 			return errdefs.Invalid("spec %s: capability %q: want CAP_NAME", s.ID, c)
 		}
@@ -152,6 +164,13 @@ func (s *Spec) toOCI(cgroupsPath string) *specs.Spec {
 	}
 	caps := append(append([]string(nil), defaultCaps...), s.Capabilities...)
 	caps = dedupe(caps)
+	initCaps := dedupe(append(slices.Clone(caps), s.InitCapabilities...))
+	var inheritable []string
+	for _, c := range s.InitCapabilities {
+		if !slices.Contains(caps, c) && !slices.Contains(inheritable, c) {
+			inheritable = append(inheritable, c)
+		}
+	}
 
 	ns := []specs.LinuxNamespace{
 		{Type: specs.PIDNamespace}, {Type: specs.IPCNamespace}, {Type: specs.UTSNamespace},
@@ -164,7 +183,7 @@ func (s *Spec) toOCI(cgroupsPath string) *specs.Spec {
 			Env:  env,
 			Cwd:  cwd,
 			Capabilities: &specs.LinuxCapabilities{
-				Bounding: caps, Effective: caps, Permitted: caps,
+				Bounding: caps, Effective: initCaps, Permitted: initCaps, Inheritable: inheritable,
 			},
 			Rlimits:         []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 1 << 20, Soft: 1 << 20}},
 			NoNewPrivileges: true,

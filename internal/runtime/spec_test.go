@@ -141,6 +141,21 @@ func TestToOCI(t *testing.T) {
 				}
 			}
 		}},
+		{name: "init-only capability", edit: func(s *Spec) { s.InitCapabilities = []string{"CAP_SYS_ADMIN", "CAP_KILL"} }, check: func(t *testing.T, o *specs.Spec) {
+			c := o.Process.Capabilities
+			if slices.Contains(c.Bounding, "CAP_SYS_ADMIN") {
+				t.Errorf("got bounding %v, want no CAP_SYS_ADMIN (children must not get it)", c.Bounding)
+			}
+			for _, set := range [][]string{c.Effective, c.Permitted} {
+				if !slices.Contains(set, "CAP_SYS_ADMIN") || !slices.Contains(set, "CAP_CHOWN") {
+					t.Errorf("got %v, want the default set and CAP_SYS_ADMIN", set)
+				}
+			}
+			// CAP_KILL is in the bounding set already: it needs no carrying.
+			if !slices.Equal(c.Inheritable, []string{"CAP_SYS_ADMIN"}) {
+				t.Errorf("got inheritable %v, want [CAP_SYS_ADMIN]", c.Inheritable)
+			}
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -175,6 +190,7 @@ func TestValidate(t *testing.T) {
 		{"no args", func(s *Spec) { s.Args = nil }},
 		{"relative mount", func(s *Spec) { s.Mounts = []Mount{{Source: "x", Destination: "/y"}} }},
 		{"bad capability", func(s *Spec) { s.Capabilities = []string{"sys_admin"} }},
+		{"bad init capability", func(s *Spec) { s.InitCapabilities = []string{"SYS_ADMIN"} }},
 		{"negative memory", func(s *Spec) { s.Resources.MemoryBytes = -1 }},
 		{"relative netns", func(s *Spec) { s.NetNSPath = "netns" }},
 	}

@@ -40,6 +40,9 @@ type ProvisionRequest struct {
 	Entrypoint []string
 	// Mounts are images to mount (see ImageMount), in the order given.
 	Mounts []MountRequest
+	// Staged are images to stage before the engine starts, as ImageStager
+	// does for a running sandbox: the live mounts of a restored snapshot.
+	Staged []StagedImage
 }
 
 // Handle is what the engine needs to find a sandbox again and take it down.

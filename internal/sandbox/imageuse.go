@@ -21,8 +21,9 @@ type ImageMount struct {
 }
 
 // ImageUsers returns, for every image that sandboxes not yet finished use (as
-// their root or mounted) or that memory snapshots need to be restored, the
-// ids of those sandboxes and snapshots, sorted.
+// their root, mounted at create or mounted while running) or that memory
+// snapshots need to be restored, the ids of those sandboxes and snapshots,
+// sorted.
 func (m *Manager) ImageUsers(ctx context.Context) (map[string][]string, error) {
 	sbs, _, err := m.repo.unfinished(ctx)
 	if err != nil {
@@ -46,6 +47,15 @@ func (m *Manager) ImageUsers(ctx context.Context) (map[string][]string, error) {
 			add(mt.ImageID, sb.ID)
 		}
 	}
+	live, err := m.repo.liveMountUsers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for img, ids := range live {
+		for _, id := range ids {
+			add(img, id)
+		}
+	}
 	// A memory snapshot restores onto the layers of its image and mounts.
 	rows, err := m.repo.db.QueryContext(ctx, `SELECT id, record_json FROM snapshots`)
 	if err != nil {
@@ -64,6 +74,9 @@ func (m *Manager) ImageUsers(ctx context.Context) (map[string][]string, error) {
 		add(rec.ImageID, id)
 		for _, mt := range rec.Spec.Mounts {
 			add(mt.ImageID, id)
+		}
+		for _, lm := range rec.LiveMounts {
+			add(lm.ImageID, id)
 		}
 	}
 	if err := rows.Err(); err != nil {

@@ -69,6 +69,9 @@ type live struct {
 	finishing bool          // guarded by Manager.mu
 	timer     clock.Timer
 	cancel    context.CancelFunc // stops the entrypoint follower
+	// mountMu serialises live mounts (livemounts.go), memory snapshots and
+	// the teardown of this sandbox.
+	mountMu sync.Mutex
 }
 
 // New returns a Manager. Call Recover before serving requests and Close at the end.
@@ -260,9 +263,14 @@ func (m *Manager) finish(id string, reason FinishReason, code int, msg string) {
 		log.Error("record finish", "err", err)
 	}
 	l.agent.Close()
+	l.mountMu.Lock()
 	if err := m.prov.Destroy(ctx, l.handle); err != nil {
 		log.Error("tear down", "err", err)
 	}
+	if err := m.repo.deleteLiveMountsOf(ctx, id); err != nil {
+		log.Error("tear down", "err", err)
+	}
+	l.mountMu.Unlock()
 	m.mu.Lock()
 	delete(m.live, id)
 	m.mu.Unlock()

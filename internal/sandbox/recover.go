@@ -38,7 +38,16 @@ func (m *Manager) Recover(ctx context.Context) error {
 			continue
 		}
 		keep = append(keep, h)
+		m.mu.Lock()
+		l := m.live[sb.ID]
+		m.mu.Unlock()
+		if err := m.reconcileMounts(ctx, l); err != nil {
+			log.Warn("live mounts not restored after the restart", "err", err)
+		}
 		log.Info("sandbox adopted")
+	}
+	if err := m.repo.pruneLiveMounts(ctx); err != nil {
+		m.log.Warn("forget the live mounts of finished sandboxes", "err", err)
 	}
 	return m.prov.Sweep(ctx, keep)
 }

@@ -23,9 +23,9 @@ type SnapshotEngine interface {
 	// sandbox is paused during the save and keeps running after it.
 	Checkpoint(ctx context.Context, h Handle, dir string) error
 	// Restore brings up sandbox req.ID from dir, as Provision does (on error
-	// nothing is left). Only req.ID, req.Image and req.Resources are used:
-	// the restored agent keeps its own configuration and the returned Handle
-	// carries its token.
+	// nothing is left). Only req.ID, req.Image, req.Resources, req.Mounts and
+	// req.Staged are used: the restored agent keeps its own configuration and
+	// the returned Handle carries its token.
 	Restore(ctx context.Context, req ProvisionRequest, dir string) (Handle, error)
 }
 
@@ -58,6 +58,10 @@ type snapshotRecord struct {
 	ImageID string            `json:"image_id"`
 	Layers  []string          `json:"layers"`
 	Tags    map[string]string `json:"tags,omitempty"`
+	// LiveMounts are the images the sandbox had mounted while running: a
+	// restore stages them again, under the same names, before the engine
+	// resumes (the restored mounts read them there).
+	LiveMounts []LiveMount `json:"live_mounts,omitempty"`
 }
 
 // Snapshots takes memory snapshots of the Manager's sandboxes and restores
@@ -110,6 +114,15 @@ func (s *Snapshots) Snapshot(ctx context.Context, id string, ttl time.Duration) 
 	if err != nil {
 		return SnapshotInfo{}, err
 	}
+	// No image is mounted or unmounted while the sandbox is saved.
+	if err := s.m.lockMounts(l); err != nil {
+		return SnapshotInfo{}, err
+	}
+	defer l.mountMu.Unlock()
+	live, err := s.m.repo.liveMounts(ctx, id)
+	if err != nil {
+		return SnapshotInfo{}, err
+	}
 	sb, _, err := s.m.repo.get(ctx, id)
 	if err != nil {
 		return SnapshotInfo{}, err
@@ -127,7 +140,7 @@ func (s *Snapshots) Snapshot(ctx context.Context, id string, ttl time.Duration) 
 	if err != nil {
 		return SnapshotInfo{}, fmt.Errorf("snapshot %s: image: %w", id, err)
 	}
-	rec := snapshotRecord{Spec: sb.Spec, ImageID: img.ID, Layers: img.Layers, Tags: sb.Tags}
+	rec := snapshotRecord{Spec: sb.Spec, ImageID: img.ID, Layers: img.Layers, Tags: sb.Tags, LiveMounts: live}
 	p, err := s.store.Begin()
 	if err != nil {
 		return SnapshotInfo{}, err
@@ -138,6 +151,7 @@ func (s *Snapshots) Snapshot(ctx context.Context, id string, ttl time.Duration) 
 	if err := copyDir(filepath.Join(s.m.cfg.DataDir, "logs", id), filepath.Join(p.Dir, "logs")); err != nil {
 		return SnapshotInfo{}, fmt.Errorf("snapshot %s: logs: %w", id, err)
 	}
+	s.m.primeMemoryScan(ctx, l, s.log.With("sandbox_id", id))
 	start := time.Now()
 	if err := s.eng.Checkpoint(ctx, l.handle, p.Dir); err != nil {
 		return SnapshotInfo{}, fmt.Errorf("snapshot %s: %w", id, err)
@@ -194,6 +208,11 @@ func (s *Snapshots) Restore(ctx context.Context, snapID string, mode NameMode, n
 	if err != nil {
 		return nil, fmt.Errorf("restore %s: %w", snapID, err)
 	}
+	// So are the images mounted while it ran, under the same stage names.
+	staged, err := m.stagedImages(ctx, rec.LiveMounts)
+	if err != nil {
+		return nil, fmt.Errorf("restore %s: %w", snapID, err)
+	}
 	sb := &Sandbox{ID: newID("sb-"), Spec: spec, ImageID: rec.ImageID, Tags: rec.Tags, State: StateCreating, CreatedAt: m.clock.Now()}
 	if sb.Tags == nil {
 		sb.Tags = map[string]string{}
@@ -205,7 +224,13 @@ func (s *Snapshots) Restore(ctx context.Context, snapID string, mode NameMode, n
 	fail := func(err error) (*Sandbox, error) {
 		log.Warn("restore failed", "err", err)
 		m.repo.setFinished(context.WithoutCancel(ctx), sb.ID, ReasonFailed, ExitCodeLost, err.Error(), m.clock.Now())
+		m.repo.deleteLiveMountsOf(context.WithoutCancel(ctx), sb.ID)
 		return nil, fmt.Errorf("restore %s: %w", snapID, err)
+	}
+	for _, lm := range rec.LiveMounts {
+		if err := m.repo.insertLiveMount(ctx, sb.ID, lm); err != nil {
+			return fail(err)
+		}
 	}
 	if err := s.store.SetOrigin(ctx, sb.ID, sn); err != nil {
 		return fail(err)
@@ -216,6 +241,7 @@ func (s *Snapshots) Restore(ctx context.Context, snapID string, mode NameMode, n
 	start := time.Now()
 	h, err := s.eng.Restore(ctx, ProvisionRequest{
 		ID: sb.ID, Image: ImageInfo{ID: rec.ImageID, Layers: rec.Layers}, Resources: spec.Resources, Mounts: mounts,
+		Staged: staged,
 	}, dir)
 	if err != nil {
 		return fail(err)

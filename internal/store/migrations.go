@@ -88,4 +88,18 @@ CREATE TABLE sandbox_origins (
 ALTER TABLE images ADD COLUMN idle_ttl INTEGER NOT NULL DEFAULT 0; -- nanoseconds; 0: no expiry by idleness
 CREATE INDEX images_expires ON images(expires_at) WHERE expires_at != 0;
 `,
+	// 4: images mounted into running sandboxes (live mounts). Rows of
+	// sandboxes that finished are pruned.
+	`
+CREATE TABLE live_mounts (
+	sandbox_id TEXT NOT NULL,
+	path       TEXT NOT NULL,    -- absolute, clean
+	image_ref  TEXT NOT NULL,    -- as the caller gave it
+	image_id   TEXT NOT NULL,    -- im-<hex>
+	stage      TEXT NOT NULL,    -- its name in the sandbox's staging dir and the agent's
+	mounted_at INTEGER NOT NULL,
+	PRIMARY KEY (sandbox_id, path)
+);
+CREATE INDEX live_mounts_image ON live_mounts(image_id);
+`,
 }

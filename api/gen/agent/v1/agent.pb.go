@@ -1126,6 +1126,184 @@ func (*ResizeResponse) Descriptor() ([]byte, []int) {
 	return file_agent_v1_agent_proto_rawDescGZIP(), []int{16}
 }
 
+type MountImageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name of the staged directory under /.sandboxd/stage: [a-z0-9-], 1-64.
+	Stage string `protobuf:"bytes,1,opt,name=stage,proto3" json:"stage,omitempty"`
+	// Absolute, clean, not "/", not under /.sandboxd, /proc, /sys or /dev.
+	Path          string `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MountImageRequest) Reset() {
+	*x = MountImageRequest{}
+	mi := &file_agent_v1_agent_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MountImageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MountImageRequest) ProtoMessage() {}
+
+func (x *MountImageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_agent_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MountImageRequest.ProtoReflect.Descriptor instead.
+func (*MountImageRequest) Descriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *MountImageRequest) GetStage() string {
+	if x != nil {
+		return x.Stage
+	}
+	return ""
+}
+
+func (x *MountImageRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+type MountImageResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MountImageResponse) Reset() {
+	*x = MountImageResponse{}
+	mi := &file_agent_v1_agent_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MountImageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MountImageResponse) ProtoMessage() {}
+
+func (x *MountImageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_agent_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MountImageResponse.ProtoReflect.Descriptor instead.
+func (*MountImageResponse) Descriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{18}
+}
+
+type UnmountImageRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Stage         string                 `protobuf:"bytes,1,opt,name=stage,proto3" json:"stage,omitempty"`
+	Path          string                 `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnmountImageRequest) Reset() {
+	*x = UnmountImageRequest{}
+	mi := &file_agent_v1_agent_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnmountImageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnmountImageRequest) ProtoMessage() {}
+
+func (x *UnmountImageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_agent_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnmountImageRequest.ProtoReflect.Descriptor instead.
+func (*UnmountImageRequest) Descriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *UnmountImageRequest) GetStage() string {
+	if x != nil {
+		return x.Stage
+	}
+	return ""
+}
+
+func (x *UnmountImageRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+type UnmountImageResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnmountImageResponse) Reset() {
+	*x = UnmountImageResponse{}
+	mi := &file_agent_v1_agent_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnmountImageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnmountImageResponse) ProtoMessage() {}
+
+func (x *UnmountImageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_agent_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnmountImageResponse.ProtoReflect.Descriptor instead.
+func (*UnmountImageResponse) Descriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{20}
+}
+
 var File_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_agent_v1_agent_proto_rawDesc = "" +
@@ -1206,12 +1384,20 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\aexec_id\x18\x01 \x01(\tR\x06execId\x12\x12\n" +
 	"\x04rows\x18\x02 \x01(\rR\x04rows\x12\x12\n" +
 	"\x04cols\x18\x03 \x01(\rR\x04cols\"\x10\n" +
-	"\x0eResizeResponse*X\n" +
+	"\x0eResizeResponse\"=\n" +
+	"\x11MountImageRequest\x12\x14\n" +
+	"\x05stage\x18\x01 \x01(\tR\x05stage\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\"\x14\n" +
+	"\x12MountImageResponse\"?\n" +
+	"\x13UnmountImageRequest\x12\x14\n" +
+	"\x05stage\x18\x01 \x01(\tR\x05stage\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\"\x16\n" +
+	"\x14UnmountImageResponse*X\n" +
 	"\n" +
 	"OutputMode\x12\x1b\n" +
 	"\x17OUTPUT_MODE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10OUTPUT_MODE_PIPE\x10\x01\x12\x17\n" +
-	"\x13OUTPUT_MODE_DEVNULL\x10\x022\xf0\x03\n" +
+	"\x13OUTPUT_MODE_DEVNULL\x10\x022\xac\x05\n" +
 	"\fAgentService\x12F\n" +
 	"\x04Exec\x12\x1e.sandboxd.agent.v1.ExecRequest\x1a\x1c.sandboxd.agent.v1.ExecEvent0\x01\x12Y\n" +
 	"\n" +
@@ -1219,7 +1405,10 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\x06Signal\x12 .sandboxd.agent.v1.SignalRequest\x1a!.sandboxd.agent.v1.SignalResponse\x12G\n" +
 	"\x04Info\x12\x1e.sandboxd.agent.v1.InfoRequest\x1a\x1f.sandboxd.agent.v1.InfoResponse\x12V\n" +
 	"\tListExecs\x12#.sandboxd.agent.v1.ListExecsRequest\x1a$.sandboxd.agent.v1.ListExecsResponse\x12M\n" +
-	"\x06Resize\x12 .sandboxd.agent.v1.ResizeRequest\x1a!.sandboxd.agent.v1.ResizeResponseB7Z5github.com/sandboxd/sandboxd/api/gen/agent/v1;agentv1b\x06proto3"
+	"\x06Resize\x12 .sandboxd.agent.v1.ResizeRequest\x1a!.sandboxd.agent.v1.ResizeResponse\x12Y\n" +
+	"\n" +
+	"MountImage\x12$.sandboxd.agent.v1.MountImageRequest\x1a%.sandboxd.agent.v1.MountImageResponse\x12_\n" +
+	"\fUnmountImage\x12&.sandboxd.agent.v1.UnmountImageRequest\x1a'.sandboxd.agent.v1.UnmountImageResponseB7Z5github.com/sandboxd/sandboxd/api/gen/agent/v1;agentv1b\x06proto3"
 
 var (
 	file_agent_v1_agent_proto_rawDescOnce sync.Once
@@ -1234,30 +1423,34 @@ func file_agent_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_agent_v1_agent_proto_goTypes = []any{
-	(OutputMode)(0),            // 0: sandboxd.agent.v1.OutputMode
-	(*ProcessSpec)(nil),        // 1: sandboxd.agent.v1.ProcessSpec
-	(*ExecRequest)(nil),        // 2: sandboxd.agent.v1.ExecRequest
-	(*ExecEvent)(nil),          // 3: sandboxd.agent.v1.ExecEvent
-	(*Started)(nil),            // 4: sandboxd.agent.v1.Started
-	(*Output)(nil),             // 5: sandboxd.agent.v1.Output
-	(*Exited)(nil),             // 6: sandboxd.agent.v1.Exited
-	(*WriteStdinRequest)(nil),  // 7: sandboxd.agent.v1.WriteStdinRequest
-	(*WriteStdinResponse)(nil), // 8: sandboxd.agent.v1.WriteStdinResponse
-	(*SignalRequest)(nil),      // 9: sandboxd.agent.v1.SignalRequest
-	(*SignalResponse)(nil),     // 10: sandboxd.agent.v1.SignalResponse
-	(*InfoRequest)(nil),        // 11: sandboxd.agent.v1.InfoRequest
-	(*InfoResponse)(nil),       // 12: sandboxd.agent.v1.InfoResponse
-	(*ListExecsRequest)(nil),   // 13: sandboxd.agent.v1.ListExecsRequest
-	(*ExecStatus)(nil),         // 14: sandboxd.agent.v1.ExecStatus
-	(*ListExecsResponse)(nil),  // 15: sandboxd.agent.v1.ListExecsResponse
-	(*ResizeRequest)(nil),      // 16: sandboxd.agent.v1.ResizeRequest
-	(*ResizeResponse)(nil),     // 17: sandboxd.agent.v1.ResizeResponse
-	nil,                        // 18: sandboxd.agent.v1.ProcessSpec.EnvEntry
+	(OutputMode)(0),              // 0: sandboxd.agent.v1.OutputMode
+	(*ProcessSpec)(nil),          // 1: sandboxd.agent.v1.ProcessSpec
+	(*ExecRequest)(nil),          // 2: sandboxd.agent.v1.ExecRequest
+	(*ExecEvent)(nil),            // 3: sandboxd.agent.v1.ExecEvent
+	(*Started)(nil),              // 4: sandboxd.agent.v1.Started
+	(*Output)(nil),               // 5: sandboxd.agent.v1.Output
+	(*Exited)(nil),               // 6: sandboxd.agent.v1.Exited
+	(*WriteStdinRequest)(nil),    // 7: sandboxd.agent.v1.WriteStdinRequest
+	(*WriteStdinResponse)(nil),   // 8: sandboxd.agent.v1.WriteStdinResponse
+	(*SignalRequest)(nil),        // 9: sandboxd.agent.v1.SignalRequest
+	(*SignalResponse)(nil),       // 10: sandboxd.agent.v1.SignalResponse
+	(*InfoRequest)(nil),          // 11: sandboxd.agent.v1.InfoRequest
+	(*InfoResponse)(nil),         // 12: sandboxd.agent.v1.InfoResponse
+	(*ListExecsRequest)(nil),     // 13: sandboxd.agent.v1.ListExecsRequest
+	(*ExecStatus)(nil),           // 14: sandboxd.agent.v1.ExecStatus
+	(*ListExecsResponse)(nil),    // 15: sandboxd.agent.v1.ListExecsResponse
+	(*ResizeRequest)(nil),        // 16: sandboxd.agent.v1.ResizeRequest
+	(*ResizeResponse)(nil),       // 17: sandboxd.agent.v1.ResizeResponse
+	(*MountImageRequest)(nil),    // 18: sandboxd.agent.v1.MountImageRequest
+	(*MountImageResponse)(nil),   // 19: sandboxd.agent.v1.MountImageResponse
+	(*UnmountImageRequest)(nil),  // 20: sandboxd.agent.v1.UnmountImageRequest
+	(*UnmountImageResponse)(nil), // 21: sandboxd.agent.v1.UnmountImageResponse
+	nil,                          // 22: sandboxd.agent.v1.ProcessSpec.EnvEntry
 }
 var file_agent_v1_agent_proto_depIdxs = []int32{
-	18, // 0: sandboxd.agent.v1.ProcessSpec.env:type_name -> sandboxd.agent.v1.ProcessSpec.EnvEntry
+	22, // 0: sandboxd.agent.v1.ProcessSpec.env:type_name -> sandboxd.agent.v1.ProcessSpec.EnvEntry
 	0,  // 1: sandboxd.agent.v1.ProcessSpec.stdout:type_name -> sandboxd.agent.v1.OutputMode
 	0,  // 2: sandboxd.agent.v1.ProcessSpec.stderr:type_name -> sandboxd.agent.v1.OutputMode
 	1,  // 3: sandboxd.agent.v1.ExecRequest.spec:type_name -> sandboxd.agent.v1.ProcessSpec
@@ -1273,14 +1466,18 @@ var file_agent_v1_agent_proto_depIdxs = []int32{
 	11, // 13: sandboxd.agent.v1.AgentService.Info:input_type -> sandboxd.agent.v1.InfoRequest
 	13, // 14: sandboxd.agent.v1.AgentService.ListExecs:input_type -> sandboxd.agent.v1.ListExecsRequest
 	16, // 15: sandboxd.agent.v1.AgentService.Resize:input_type -> sandboxd.agent.v1.ResizeRequest
-	3,  // 16: sandboxd.agent.v1.AgentService.Exec:output_type -> sandboxd.agent.v1.ExecEvent
-	8,  // 17: sandboxd.agent.v1.AgentService.WriteStdin:output_type -> sandboxd.agent.v1.WriteStdinResponse
-	10, // 18: sandboxd.agent.v1.AgentService.Signal:output_type -> sandboxd.agent.v1.SignalResponse
-	12, // 19: sandboxd.agent.v1.AgentService.Info:output_type -> sandboxd.agent.v1.InfoResponse
-	15, // 20: sandboxd.agent.v1.AgentService.ListExecs:output_type -> sandboxd.agent.v1.ListExecsResponse
-	17, // 21: sandboxd.agent.v1.AgentService.Resize:output_type -> sandboxd.agent.v1.ResizeResponse
-	16, // [16:22] is the sub-list for method output_type
-	10, // [10:16] is the sub-list for method input_type
+	18, // 16: sandboxd.agent.v1.AgentService.MountImage:input_type -> sandboxd.agent.v1.MountImageRequest
+	20, // 17: sandboxd.agent.v1.AgentService.UnmountImage:input_type -> sandboxd.agent.v1.UnmountImageRequest
+	3,  // 18: sandboxd.agent.v1.AgentService.Exec:output_type -> sandboxd.agent.v1.ExecEvent
+	8,  // 19: sandboxd.agent.v1.AgentService.WriteStdin:output_type -> sandboxd.agent.v1.WriteStdinResponse
+	10, // 20: sandboxd.agent.v1.AgentService.Signal:output_type -> sandboxd.agent.v1.SignalResponse
+	12, // 21: sandboxd.agent.v1.AgentService.Info:output_type -> sandboxd.agent.v1.InfoResponse
+	15, // 22: sandboxd.agent.v1.AgentService.ListExecs:output_type -> sandboxd.agent.v1.ListExecsResponse
+	17, // 23: sandboxd.agent.v1.AgentService.Resize:output_type -> sandboxd.agent.v1.ResizeResponse
+	19, // 24: sandboxd.agent.v1.AgentService.MountImage:output_type -> sandboxd.agent.v1.MountImageResponse
+	21, // 25: sandboxd.agent.v1.AgentService.UnmountImage:output_type -> sandboxd.agent.v1.UnmountImageResponse
+	18, // [18:26] is the sub-list for method output_type
+	10, // [10:18] is the sub-list for method input_type
 	10, // [10:10] is the sub-list for extension type_name
 	10, // [10:10] is the sub-list for extension extendee
 	0,  // [0:10] is the sub-list for field type_name
@@ -1303,7 +1500,7 @@ func file_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_v1_agent_proto_rawDesc), len(file_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   18,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -2336,7 +2336,7 @@ var File_sandboxd_v1_sandboxd_proto protoreflect.FileDescriptor
 
 const file_sandboxd_v1_sandboxd_proto_rawDesc = "" +
 	"\n" +
-	"\x1asandboxd/v1/sandboxd.proto\x12\vsandboxd.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18sandboxd/v1/images.proto\"P\n" +
+	"\x1asandboxd/v1/sandboxd.proto\x12\vsandboxd.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18sandboxd/v1/images.proto\x1a\x18sandboxd/v1/mounts.proto\"P\n" +
 	"\tResources\x12\x10\n" +
 	"\x03cpu\x18\x01 \x01(\x01R\x03cpu\x12\x1d\n" +
 	"\n" +
@@ -2542,7 +2542,7 @@ const file_sandboxd_v1_sandboxd_proto_rawDesc = "" +
 	"OutputMode\x12\x1b\n" +
 	"\x17OUTPUT_MODE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10OUTPUT_MODE_PIPE\x10\x01\x12\x17\n" +
-	"\x13OUTPUT_MODE_DEVNULL\x10\x022\xb2\x05\n" +
+	"\x13OUTPUT_MODE_DEVNULL\x10\x022\xa5\a\n" +
 	"\x0eSandboxService\x12V\n" +
 	"\rCreateSandbox\x12!.sandboxd.v1.CreateSandboxRequest\x1a\".sandboxd.v1.CreateSandboxResponse\x12M\n" +
 	"\n" +
@@ -2552,7 +2552,12 @@ const file_sandboxd_v1_sandboxd_proto_rawDesc = "" +
 	"\x10TerminateSandbox\x12$.sandboxd.v1.TerminateSandboxRequest\x1a%.sandboxd.v1.TerminateSandboxResponse\x12P\n" +
 	"\vWaitSandbox\x12\x1f.sandboxd.v1.WaitSandboxRequest\x1a .sandboxd.v1.WaitSandboxResponse\x12R\n" +
 	"\vSandboxLogs\x12\x1f.sandboxd.v1.SandboxLogsRequest\x1a .sandboxd.v1.SandboxLogsResponse0\x01\x12T\n" +
-	"\x11WriteSandboxStdin\x12\x1e.sandboxd.v1.WriteStdinRequest\x1a\x1f.sandboxd.v1.WriteStdinResponse2\xb6\x02\n" +
+	"\x11WriteSandboxStdin\x12\x1e.sandboxd.v1.WriteStdinRequest\x1a\x1f.sandboxd.v1.WriteStdinResponse\x12M\n" +
+	"\n" +
+	"MountImage\x12\x1e.sandboxd.v1.MountImageRequest\x1a\x1f.sandboxd.v1.MountImageResponse\x12S\n" +
+	"\fUnmountImage\x12 .sandboxd.v1.UnmountImageRequest\x1a!.sandboxd.v1.UnmountImageResponse\x12M\n" +
+	"\n" +
+	"ListMounts\x12\x1e.sandboxd.v1.ListMountsRequest\x1a\x1f.sandboxd.v1.ListMountsResponse2\xb6\x02\n" +
 	"\vExecService\x12:\n" +
 	"\x04Exec\x12\x18.sandboxd.v1.ExecRequest\x1a\x16.sandboxd.v1.ExecEvent0\x01\x12M\n" +
 	"\n" +
@@ -2628,6 +2633,12 @@ var file_sandboxd_v1_sandboxd_proto_goTypes = []any{
 	nil,                              // 44: sandboxd.v1.CreateSecretRequest.ValuesEntry
 	(*ImageMount)(nil),               // 45: sandboxd.v1.ImageMount
 	(*timestamppb.Timestamp)(nil),    // 46: google.protobuf.Timestamp
+	(*MountImageRequest)(nil),        // 47: sandboxd.v1.MountImageRequest
+	(*UnmountImageRequest)(nil),      // 48: sandboxd.v1.UnmountImageRequest
+	(*ListMountsRequest)(nil),        // 49: sandboxd.v1.ListMountsRequest
+	(*MountImageResponse)(nil),       // 50: sandboxd.v1.MountImageResponse
+	(*UnmountImageResponse)(nil),     // 51: sandboxd.v1.UnmountImageResponse
+	(*ListMountsResponse)(nil),       // 52: sandboxd.v1.ListMountsResponse
 }
 var file_sandboxd_v1_sandboxd_proto_depIdxs = []int32{
 	37, // 0: sandboxd.v1.CreateSandboxRequest.env:type_name -> sandboxd.v1.CreateSandboxRequest.EnvEntry
@@ -2672,30 +2683,36 @@ var file_sandboxd_v1_sandboxd_proto_depIdxs = []int32{
 	15, // 39: sandboxd.v1.SandboxService.WaitSandbox:input_type -> sandboxd.v1.WaitSandboxRequest
 	17, // 40: sandboxd.v1.SandboxService.SandboxLogs:input_type -> sandboxd.v1.SandboxLogsRequest
 	24, // 41: sandboxd.v1.SandboxService.WriteSandboxStdin:input_type -> sandboxd.v1.WriteStdinRequest
-	19, // 42: sandboxd.v1.ExecService.Exec:input_type -> sandboxd.v1.ExecRequest
-	24, // 43: sandboxd.v1.ExecService.WriteStdin:input_type -> sandboxd.v1.WriteStdinRequest
-	26, // 44: sandboxd.v1.ExecService.SignalExec:input_type -> sandboxd.v1.SignalExecRequest
-	28, // 45: sandboxd.v1.ExecService.ResizeExec:input_type -> sandboxd.v1.ResizeExecRequest
-	30, // 46: sandboxd.v1.SecretService.CreateSecret:input_type -> sandboxd.v1.CreateSecretRequest
-	33, // 47: sandboxd.v1.SecretService.ListSecrets:input_type -> sandboxd.v1.ListSecretsRequest
-	35, // 48: sandboxd.v1.SecretService.DeleteSecret:input_type -> sandboxd.v1.DeleteSecretRequest
-	5,  // 49: sandboxd.v1.SandboxService.CreateSandbox:output_type -> sandboxd.v1.CreateSandboxResponse
-	8,  // 50: sandboxd.v1.SandboxService.GetSandbox:output_type -> sandboxd.v1.GetSandboxResponse
-	10, // 51: sandboxd.v1.SandboxService.ListSandboxes:output_type -> sandboxd.v1.ListSandboxesResponse
-	12, // 52: sandboxd.v1.SandboxService.SetTags:output_type -> sandboxd.v1.SetTagsResponse
-	14, // 53: sandboxd.v1.SandboxService.TerminateSandbox:output_type -> sandboxd.v1.TerminateSandboxResponse
-	16, // 54: sandboxd.v1.SandboxService.WaitSandbox:output_type -> sandboxd.v1.WaitSandboxResponse
-	18, // 55: sandboxd.v1.SandboxService.SandboxLogs:output_type -> sandboxd.v1.SandboxLogsResponse
-	25, // 56: sandboxd.v1.SandboxService.WriteSandboxStdin:output_type -> sandboxd.v1.WriteStdinResponse
-	20, // 57: sandboxd.v1.ExecService.Exec:output_type -> sandboxd.v1.ExecEvent
-	25, // 58: sandboxd.v1.ExecService.WriteStdin:output_type -> sandboxd.v1.WriteStdinResponse
-	27, // 59: sandboxd.v1.ExecService.SignalExec:output_type -> sandboxd.v1.SignalExecResponse
-	29, // 60: sandboxd.v1.ExecService.ResizeExec:output_type -> sandboxd.v1.ResizeExecResponse
-	31, // 61: sandboxd.v1.SecretService.CreateSecret:output_type -> sandboxd.v1.CreateSecretResponse
-	34, // 62: sandboxd.v1.SecretService.ListSecrets:output_type -> sandboxd.v1.ListSecretsResponse
-	36, // 63: sandboxd.v1.SecretService.DeleteSecret:output_type -> sandboxd.v1.DeleteSecretResponse
-	49, // [49:64] is the sub-list for method output_type
-	34, // [34:49] is the sub-list for method input_type
+	47, // 42: sandboxd.v1.SandboxService.MountImage:input_type -> sandboxd.v1.MountImageRequest
+	48, // 43: sandboxd.v1.SandboxService.UnmountImage:input_type -> sandboxd.v1.UnmountImageRequest
+	49, // 44: sandboxd.v1.SandboxService.ListMounts:input_type -> sandboxd.v1.ListMountsRequest
+	19, // 45: sandboxd.v1.ExecService.Exec:input_type -> sandboxd.v1.ExecRequest
+	24, // 46: sandboxd.v1.ExecService.WriteStdin:input_type -> sandboxd.v1.WriteStdinRequest
+	26, // 47: sandboxd.v1.ExecService.SignalExec:input_type -> sandboxd.v1.SignalExecRequest
+	28, // 48: sandboxd.v1.ExecService.ResizeExec:input_type -> sandboxd.v1.ResizeExecRequest
+	30, // 49: sandboxd.v1.SecretService.CreateSecret:input_type -> sandboxd.v1.CreateSecretRequest
+	33, // 50: sandboxd.v1.SecretService.ListSecrets:input_type -> sandboxd.v1.ListSecretsRequest
+	35, // 51: sandboxd.v1.SecretService.DeleteSecret:input_type -> sandboxd.v1.DeleteSecretRequest
+	5,  // 52: sandboxd.v1.SandboxService.CreateSandbox:output_type -> sandboxd.v1.CreateSandboxResponse
+	8,  // 53: sandboxd.v1.SandboxService.GetSandbox:output_type -> sandboxd.v1.GetSandboxResponse
+	10, // 54: sandboxd.v1.SandboxService.ListSandboxes:output_type -> sandboxd.v1.ListSandboxesResponse
+	12, // 55: sandboxd.v1.SandboxService.SetTags:output_type -> sandboxd.v1.SetTagsResponse
+	14, // 56: sandboxd.v1.SandboxService.TerminateSandbox:output_type -> sandboxd.v1.TerminateSandboxResponse
+	16, // 57: sandboxd.v1.SandboxService.WaitSandbox:output_type -> sandboxd.v1.WaitSandboxResponse
+	18, // 58: sandboxd.v1.SandboxService.SandboxLogs:output_type -> sandboxd.v1.SandboxLogsResponse
+	25, // 59: sandboxd.v1.SandboxService.WriteSandboxStdin:output_type -> sandboxd.v1.WriteStdinResponse
+	50, // 60: sandboxd.v1.SandboxService.MountImage:output_type -> sandboxd.v1.MountImageResponse
+	51, // 61: sandboxd.v1.SandboxService.UnmountImage:output_type -> sandboxd.v1.UnmountImageResponse
+	52, // 62: sandboxd.v1.SandboxService.ListMounts:output_type -> sandboxd.v1.ListMountsResponse
+	20, // 63: sandboxd.v1.ExecService.Exec:output_type -> sandboxd.v1.ExecEvent
+	25, // 64: sandboxd.v1.ExecService.WriteStdin:output_type -> sandboxd.v1.WriteStdinResponse
+	27, // 65: sandboxd.v1.ExecService.SignalExec:output_type -> sandboxd.v1.SignalExecResponse
+	29, // 66: sandboxd.v1.ExecService.ResizeExec:output_type -> sandboxd.v1.ResizeExecResponse
+	31, // 67: sandboxd.v1.SecretService.CreateSecret:output_type -> sandboxd.v1.CreateSecretResponse
+	34, // 68: sandboxd.v1.SecretService.ListSecrets:output_type -> sandboxd.v1.ListSecretsResponse
+	36, // 69: sandboxd.v1.SecretService.DeleteSecret:output_type -> sandboxd.v1.DeleteSecretResponse
+	52, // [52:70] is the sub-list for method output_type
+	34, // [34:52] is the sub-list for method input_type
 	34, // [34:34] is the sub-list for extension type_name
 	34, // [34:34] is the sub-list for extension extendee
 	0,  // [0:34] is the sub-list for field type_name
@@ -2707,6 +2724,7 @@ func file_sandboxd_v1_sandboxd_proto_init() {
 		return
 	}
 	file_sandboxd_v1_images_proto_init()
+	file_sandboxd_v1_mounts_proto_init()
 	file_sandboxd_v1_sandboxd_proto_msgTypes[17].OneofWrappers = []any{
 		(*ExecEvent_Started)(nil),
 		(*ExecEvent_Stdout)(nil),

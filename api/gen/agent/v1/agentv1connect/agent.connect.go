@@ -52,6 +52,11 @@ const (
 	AgentServiceListExecsProcedure = "/sandboxd.agent.v1.AgentService/ListExecs"
 	// AgentServiceResizeProcedure is the fully-qualified name of the AgentService's Resize RPC.
 	AgentServiceResizeProcedure = "/sandboxd.agent.v1.AgentService/Resize"
+	// AgentServiceMountImageProcedure is the fully-qualified name of the AgentService's MountImage RPC.
+	AgentServiceMountImageProcedure = "/sandboxd.agent.v1.AgentService/MountImage"
+	// AgentServiceUnmountImageProcedure is the fully-qualified name of the AgentService's UnmountImage
+	// RPC.
+	AgentServiceUnmountImageProcedure = "/sandboxd.agent.v1.AgentService/UnmountImage"
 )
 
 // AgentServiceClient is a client for the sandboxd.agent.v1.AgentService service.
@@ -70,6 +75,14 @@ type AgentServiceClient interface {
 	ListExecs(context.Context, *connect.Request[v1.ListExecsRequest]) (*connect.Response[v1.ListExecsResponse], error)
 	// Resize changes the terminal size of an exec started with tty.
 	Resize(context.Context, *connect.Request[v1.ResizeRequest]) (*connect.Response[v1.ResizeResponse], error)
+	// MountImage mounts, on path, a copy-on-write view of the directory the
+	// daemon staged at /.sandboxd/stage/STAGE: an overlay whose lower layer is
+	// that directory and whose upper layer is a tmpfs of its own. It replaces
+	// what path showed (path is made if missing); UnmountImage brings it back.
+	MountImage(context.Context, *connect.Request[v1.MountImageRequest]) (*connect.Response[v1.MountImageResponse], error)
+	// UnmountImage undoes MountImage (same stage and path). Unmounting what is
+	// not mounted succeeds (idempotent).
+	UnmountImage(context.Context, *connect.Request[v1.UnmountImageRequest]) (*connect.Response[v1.UnmountImageResponse], error)
 }
 
 // NewAgentServiceClient constructs a client for the sandboxd.agent.v1.AgentService service. By
@@ -119,17 +132,31 @@ func NewAgentServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(agentServiceMethods.ByName("Resize")),
 			connect.WithClientOptions(opts...),
 		),
+		mountImage: connect.NewClient[v1.MountImageRequest, v1.MountImageResponse](
+			httpClient,
+			baseURL+AgentServiceMountImageProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("MountImage")),
+			connect.WithClientOptions(opts...),
+		),
+		unmountImage: connect.NewClient[v1.UnmountImageRequest, v1.UnmountImageResponse](
+			httpClient,
+			baseURL+AgentServiceUnmountImageProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("UnmountImage")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // agentServiceClient implements AgentServiceClient.
 type agentServiceClient struct {
-	exec       *connect.Client[v1.ExecRequest, v1.ExecEvent]
-	writeStdin *connect.Client[v1.WriteStdinRequest, v1.WriteStdinResponse]
-	signal     *connect.Client[v1.SignalRequest, v1.SignalResponse]
-	info       *connect.Client[v1.InfoRequest, v1.InfoResponse]
-	listExecs  *connect.Client[v1.ListExecsRequest, v1.ListExecsResponse]
-	resize     *connect.Client[v1.ResizeRequest, v1.ResizeResponse]
+	exec         *connect.Client[v1.ExecRequest, v1.ExecEvent]
+	writeStdin   *connect.Client[v1.WriteStdinRequest, v1.WriteStdinResponse]
+	signal       *connect.Client[v1.SignalRequest, v1.SignalResponse]
+	info         *connect.Client[v1.InfoRequest, v1.InfoResponse]
+	listExecs    *connect.Client[v1.ListExecsRequest, v1.ListExecsResponse]
+	resize       *connect.Client[v1.ResizeRequest, v1.ResizeResponse]
+	mountImage   *connect.Client[v1.MountImageRequest, v1.MountImageResponse]
+	unmountImage *connect.Client[v1.UnmountImageRequest, v1.UnmountImageResponse]
 }
 
 // Exec calls sandboxd.agent.v1.AgentService.Exec.
@@ -162,6 +189,16 @@ func (c *agentServiceClient) Resize(ctx context.Context, req *connect.Request[v1
 	return c.resize.CallUnary(ctx, req)
 }
 
+// MountImage calls sandboxd.agent.v1.AgentService.MountImage.
+func (c *agentServiceClient) MountImage(ctx context.Context, req *connect.Request[v1.MountImageRequest]) (*connect.Response[v1.MountImageResponse], error) {
+	return c.mountImage.CallUnary(ctx, req)
+}
+
+// UnmountImage calls sandboxd.agent.v1.AgentService.UnmountImage.
+func (c *agentServiceClient) UnmountImage(ctx context.Context, req *connect.Request[v1.UnmountImageRequest]) (*connect.Response[v1.UnmountImageResponse], error) {
+	return c.unmountImage.CallUnary(ctx, req)
+}
+
 // AgentServiceHandler is an implementation of the sandboxd.agent.v1.AgentService service.
 type AgentServiceHandler interface {
 	// Exec starts a process (or attaches to the one named exec_id) and streams its
@@ -178,6 +215,14 @@ type AgentServiceHandler interface {
 	ListExecs(context.Context, *connect.Request[v1.ListExecsRequest]) (*connect.Response[v1.ListExecsResponse], error)
 	// Resize changes the terminal size of an exec started with tty.
 	Resize(context.Context, *connect.Request[v1.ResizeRequest]) (*connect.Response[v1.ResizeResponse], error)
+	// MountImage mounts, on path, a copy-on-write view of the directory the
+	// daemon staged at /.sandboxd/stage/STAGE: an overlay whose lower layer is
+	// that directory and whose upper layer is a tmpfs of its own. It replaces
+	// what path showed (path is made if missing); UnmountImage brings it back.
+	MountImage(context.Context, *connect.Request[v1.MountImageRequest]) (*connect.Response[v1.MountImageResponse], error)
+	// UnmountImage undoes MountImage (same stage and path). Unmounting what is
+	// not mounted succeeds (idempotent).
+	UnmountImage(context.Context, *connect.Request[v1.UnmountImageRequest]) (*connect.Response[v1.UnmountImageResponse], error)
 }
 
 // NewAgentServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -223,6 +268,18 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(agentServiceMethods.ByName("Resize")),
 		connect.WithHandlerOptions(opts...),
 	)
+	agentServiceMountImageHandler := connect.NewUnaryHandler(
+		AgentServiceMountImageProcedure,
+		svc.MountImage,
+		connect.WithSchema(agentServiceMethods.ByName("MountImage")),
+		connect.WithHandlerOptions(opts...),
+	)
+	agentServiceUnmountImageHandler := connect.NewUnaryHandler(
+		AgentServiceUnmountImageProcedure,
+		svc.UnmountImage,
+		connect.WithSchema(agentServiceMethods.ByName("UnmountImage")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/sandboxd.agent.v1.AgentService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AgentServiceExecProcedure:
@@ -237,6 +294,10 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 			agentServiceListExecsHandler.ServeHTTP(w, r)
 		case AgentServiceResizeProcedure:
 			agentServiceResizeHandler.ServeHTTP(w, r)
+		case AgentServiceMountImageProcedure:
+			agentServiceMountImageHandler.ServeHTTP(w, r)
+		case AgentServiceUnmountImageProcedure:
+			agentServiceUnmountImageHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -268,4 +329,12 @@ func (UnimplementedAgentServiceHandler) ListExecs(context.Context, *connect.Requ
 
 func (UnimplementedAgentServiceHandler) Resize(context.Context, *connect.Request[v1.ResizeRequest]) (*connect.Response[v1.ResizeResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sandboxd.agent.v1.AgentService.Resize is not implemented"))
+}
+
+func (UnimplementedAgentServiceHandler) MountImage(context.Context, *connect.Request[v1.MountImageRequest]) (*connect.Response[v1.MountImageResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sandboxd.agent.v1.AgentService.MountImage is not implemented"))
+}
+
+func (UnimplementedAgentServiceHandler) UnmountImage(context.Context, *connect.Request[v1.UnmountImageRequest]) (*connect.Response[v1.UnmountImageResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sandboxd.agent.v1.AgentService.UnmountImage is not implemented"))
 }

@@ -61,6 +61,15 @@ const (
 	// SandboxServiceWriteSandboxStdinProcedure is the fully-qualified name of the SandboxService's
 	// WriteSandboxStdin RPC.
 	SandboxServiceWriteSandboxStdinProcedure = "/sandboxd.v1.SandboxService/WriteSandboxStdin"
+	// SandboxServiceMountImageProcedure is the fully-qualified name of the SandboxService's MountImage
+	// RPC.
+	SandboxServiceMountImageProcedure = "/sandboxd.v1.SandboxService/MountImage"
+	// SandboxServiceUnmountImageProcedure is the fully-qualified name of the SandboxService's
+	// UnmountImage RPC.
+	SandboxServiceUnmountImageProcedure = "/sandboxd.v1.SandboxService/UnmountImage"
+	// SandboxServiceListMountsProcedure is the fully-qualified name of the SandboxService's ListMounts
+	// RPC.
+	SandboxServiceListMountsProcedure = "/sandboxd.v1.SandboxService/ListMounts"
 	// ExecServiceExecProcedure is the fully-qualified name of the ExecService's Exec RPC.
 	ExecServiceExecProcedure = "/sandboxd.v1.ExecService/Exec"
 	// ExecServiceWriteStdinProcedure is the fully-qualified name of the ExecService's WriteStdin RPC.
@@ -97,6 +106,13 @@ type SandboxServiceClient interface {
 	SandboxLogs(context.Context, *connect.Request[v1.SandboxLogsRequest]) (*connect.ServerStreamForClient[v1.SandboxLogsResponse], error)
 	// WriteSandboxStdin writes to the entrypoint's stdin at a byte offset.
 	WriteSandboxStdin(context.Context, *connect.Request[v1.WriteStdinRequest]) (*connect.Response[v1.WriteStdinResponse], error)
+	// MountImage mounts an image at a path of a RUNNING sandbox (see
+	// mounts.proto); UnmountImage brings back what the path held.
+	MountImage(context.Context, *connect.Request[v1.MountImageRequest]) (*connect.Response[v1.MountImageResponse], error)
+	UnmountImage(context.Context, *connect.Request[v1.UnmountImageRequest]) (*connect.Response[v1.UnmountImageResponse], error)
+	// ListMounts lists the images mounted into a running sandbox since it
+	// started (not those of its create request).
+	ListMounts(context.Context, *connect.Request[v1.ListMountsRequest]) (*connect.Response[v1.ListMountsResponse], error)
 }
 
 // NewSandboxServiceClient constructs a client for the sandboxd.v1.SandboxService service. By
@@ -158,6 +174,24 @@ func NewSandboxServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithSchema(sandboxServiceMethods.ByName("WriteSandboxStdin")),
 			connect.WithClientOptions(opts...),
 		),
+		mountImage: connect.NewClient[v1.MountImageRequest, v1.MountImageResponse](
+			httpClient,
+			baseURL+SandboxServiceMountImageProcedure,
+			connect.WithSchema(sandboxServiceMethods.ByName("MountImage")),
+			connect.WithClientOptions(opts...),
+		),
+		unmountImage: connect.NewClient[v1.UnmountImageRequest, v1.UnmountImageResponse](
+			httpClient,
+			baseURL+SandboxServiceUnmountImageProcedure,
+			connect.WithSchema(sandboxServiceMethods.ByName("UnmountImage")),
+			connect.WithClientOptions(opts...),
+		),
+		listMounts: connect.NewClient[v1.ListMountsRequest, v1.ListMountsResponse](
+			httpClient,
+			baseURL+SandboxServiceListMountsProcedure,
+			connect.WithSchema(sandboxServiceMethods.ByName("ListMounts")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -171,6 +205,9 @@ type sandboxServiceClient struct {
 	waitSandbox       *connect.Client[v1.WaitSandboxRequest, v1.WaitSandboxResponse]
 	sandboxLogs       *connect.Client[v1.SandboxLogsRequest, v1.SandboxLogsResponse]
 	writeSandboxStdin *connect.Client[v1.WriteStdinRequest, v1.WriteStdinResponse]
+	mountImage        *connect.Client[v1.MountImageRequest, v1.MountImageResponse]
+	unmountImage      *connect.Client[v1.UnmountImageRequest, v1.UnmountImageResponse]
+	listMounts        *connect.Client[v1.ListMountsRequest, v1.ListMountsResponse]
 }
 
 // CreateSandbox calls sandboxd.v1.SandboxService.CreateSandbox.
@@ -213,6 +250,21 @@ func (c *sandboxServiceClient) WriteSandboxStdin(ctx context.Context, req *conne
 	return c.writeSandboxStdin.CallUnary(ctx, req)
 }
 
+// MountImage calls sandboxd.v1.SandboxService.MountImage.
+func (c *sandboxServiceClient) MountImage(ctx context.Context, req *connect.Request[v1.MountImageRequest]) (*connect.Response[v1.MountImageResponse], error) {
+	return c.mountImage.CallUnary(ctx, req)
+}
+
+// UnmountImage calls sandboxd.v1.SandboxService.UnmountImage.
+func (c *sandboxServiceClient) UnmountImage(ctx context.Context, req *connect.Request[v1.UnmountImageRequest]) (*connect.Response[v1.UnmountImageResponse], error) {
+	return c.unmountImage.CallUnary(ctx, req)
+}
+
+// ListMounts calls sandboxd.v1.SandboxService.ListMounts.
+func (c *sandboxServiceClient) ListMounts(ctx context.Context, req *connect.Request[v1.ListMountsRequest]) (*connect.Response[v1.ListMountsResponse], error) {
+	return c.listMounts.CallUnary(ctx, req)
+}
+
 // SandboxServiceHandler is an implementation of the sandboxd.v1.SandboxService service.
 type SandboxServiceHandler interface {
 	CreateSandbox(context.Context, *connect.Request[v1.CreateSandboxRequest]) (*connect.Response[v1.CreateSandboxResponse], error)
@@ -230,6 +282,13 @@ type SandboxServiceHandler interface {
 	SandboxLogs(context.Context, *connect.Request[v1.SandboxLogsRequest], *connect.ServerStream[v1.SandboxLogsResponse]) error
 	// WriteSandboxStdin writes to the entrypoint's stdin at a byte offset.
 	WriteSandboxStdin(context.Context, *connect.Request[v1.WriteStdinRequest]) (*connect.Response[v1.WriteStdinResponse], error)
+	// MountImage mounts an image at a path of a RUNNING sandbox (see
+	// mounts.proto); UnmountImage brings back what the path held.
+	MountImage(context.Context, *connect.Request[v1.MountImageRequest]) (*connect.Response[v1.MountImageResponse], error)
+	UnmountImage(context.Context, *connect.Request[v1.UnmountImageRequest]) (*connect.Response[v1.UnmountImageResponse], error)
+	// ListMounts lists the images mounted into a running sandbox since it
+	// started (not those of its create request).
+	ListMounts(context.Context, *connect.Request[v1.ListMountsRequest]) (*connect.Response[v1.ListMountsResponse], error)
 }
 
 // NewSandboxServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -287,6 +346,24 @@ func NewSandboxServiceHandler(svc SandboxServiceHandler, opts ...connect.Handler
 		connect.WithSchema(sandboxServiceMethods.ByName("WriteSandboxStdin")),
 		connect.WithHandlerOptions(opts...),
 	)
+	sandboxServiceMountImageHandler := connect.NewUnaryHandler(
+		SandboxServiceMountImageProcedure,
+		svc.MountImage,
+		connect.WithSchema(sandboxServiceMethods.ByName("MountImage")),
+		connect.WithHandlerOptions(opts...),
+	)
+	sandboxServiceUnmountImageHandler := connect.NewUnaryHandler(
+		SandboxServiceUnmountImageProcedure,
+		svc.UnmountImage,
+		connect.WithSchema(sandboxServiceMethods.ByName("UnmountImage")),
+		connect.WithHandlerOptions(opts...),
+	)
+	sandboxServiceListMountsHandler := connect.NewUnaryHandler(
+		SandboxServiceListMountsProcedure,
+		svc.ListMounts,
+		connect.WithSchema(sandboxServiceMethods.ByName("ListMounts")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/sandboxd.v1.SandboxService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case SandboxServiceCreateSandboxProcedure:
@@ -305,6 +382,12 @@ func NewSandboxServiceHandler(svc SandboxServiceHandler, opts ...connect.Handler
 			sandboxServiceSandboxLogsHandler.ServeHTTP(w, r)
 		case SandboxServiceWriteSandboxStdinProcedure:
 			sandboxServiceWriteSandboxStdinHandler.ServeHTTP(w, r)
+		case SandboxServiceMountImageProcedure:
+			sandboxServiceMountImageHandler.ServeHTTP(w, r)
+		case SandboxServiceUnmountImageProcedure:
+			sandboxServiceUnmountImageHandler.ServeHTTP(w, r)
+		case SandboxServiceListMountsProcedure:
+			sandboxServiceListMountsHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -344,6 +427,18 @@ func (UnimplementedSandboxServiceHandler) SandboxLogs(context.Context, *connect.
 
 func (UnimplementedSandboxServiceHandler) WriteSandboxStdin(context.Context, *connect.Request[v1.WriteStdinRequest]) (*connect.Response[v1.WriteStdinResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sandboxd.v1.SandboxService.WriteSandboxStdin is not implemented"))
+}
+
+func (UnimplementedSandboxServiceHandler) MountImage(context.Context, *connect.Request[v1.MountImageRequest]) (*connect.Response[v1.MountImageResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sandboxd.v1.SandboxService.MountImage is not implemented"))
+}
+
+func (UnimplementedSandboxServiceHandler) UnmountImage(context.Context, *connect.Request[v1.UnmountImageRequest]) (*connect.Response[v1.UnmountImageResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sandboxd.v1.SandboxService.UnmountImage is not implemented"))
+}
+
+func (UnimplementedSandboxServiceHandler) ListMounts(context.Context, *connect.Request[v1.ListMountsRequest]) (*connect.Response[v1.ListMountsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sandboxd.v1.SandboxService.ListMounts is not implemented"))
 }
 
 // ExecServiceClient is a client for the sandboxd.v1.ExecService service.
