@@ -48,7 +48,10 @@ func checkMounts(ms []ImageMount) error {
 
 // resolveMounts checks spec's mounts, resolves their images (which counts as
 // a use of each) and records the resolved ids in spec. Unknown images are
-// ErrNotFound.
+// ErrNotFound. A mount that already has an id (a spec kept by a memory
+// snapshot) resolves by that id, not by its reference: a name moved to
+// another image since must not change what a restored sandbox finds, and
+// runsc refuses to restore onto other content anyway.
 func (m *Manager) resolveMounts(ctx context.Context, spec *Spec) ([]MountRequest, error) {
 	if len(spec.Mounts) == 0 {
 		return nil, nil
@@ -58,7 +61,11 @@ func (m *Manager) resolveMounts(ctx context.Context, spec *Spec) ([]MountRequest
 	}
 	out := make([]MountRequest, 0, len(spec.Mounts))
 	for i, mt := range spec.Mounts {
-		img, err := m.images.ResolveImage(ctx, mt.Image)
+		ref := mt.Image
+		if mt.ImageID != "" {
+			ref = mt.ImageID
+		}
+		img, err := m.images.ResolveImage(ctx, ref)
 		if err != nil {
 			return nil, fmt.Errorf("mount at %s: %w", mt.Path, err)
 		}
