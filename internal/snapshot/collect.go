@@ -2,6 +2,7 @@ package snapshot
 
 import (
 	"context"
+	"fmt"
 	"sync"
 
 	"github.com/sandboxd/sandboxd/internal/clock"
@@ -37,7 +38,21 @@ func (s *Store) Collect(ctx context.Context) (int, error) {
 		}
 		s.mu.Unlock()
 	}
+	if err := s.pruneOrigins(ctx); err != nil {
+		return n, err
+	}
 	return n, nil
+}
+
+// pruneOrigins forgets where finished sandboxes came from: an origin only
+// serves snapshots of a sandbox still running (their inherited expiry).
+func (s *Store) pruneOrigins(ctx context.Context) error {
+	_, err := s.db.ExecContext(ctx, `DELETE FROM sandbox_origins WHERE sandbox_id IN
+		(SELECT id FROM sandboxes WHERE state = 'finished')`)
+	if err != nil {
+		return fmt.Errorf("prune sandbox origins: %w", err)
+	}
+	return nil
 }
 
 // StartCollector runs Collect every CollectInterval of the store's clock

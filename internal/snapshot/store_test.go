@@ -249,3 +249,32 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// The collector forgets the origins of finished sandboxes and keeps those
+// of running ones.
+func TestCollectPrunesOriginsOfFinished(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	sn := e.take(t, e.clock.Now().Add(time.Hour))
+	for id, state := range map[string]string{"sb-00000000000000aa": "running", "sb-00000000000000bb": "finished"} {
+		if _, err := e.s.db.ExecContext(ctx, `INSERT OR IGNORE INTO apps (name, created_at) VALUES ('default', 1)`); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.s.db.ExecContext(ctx, `INSERT INTO sandboxes (id, app, image_ref, image_id, spec_json, state, created_at) VALUES (?,?,?,?,?,?,?)`,
+			id, "default", "busybox", "im-1", "{}", state, 1); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.s.SetOrigin(ctx, id, sn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := e.s.Collect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := e.s.OriginOf(ctx, "sb-00000000000000aa"); !ok || err != nil {
+		t.Errorf("origin of the running sandbox: ok=%v %v, want kept", ok, err)
+	}
+	if _, ok, err := e.s.OriginOf(ctx, "sb-00000000000000bb"); ok || err != nil {
+		t.Errorf("origin of the finished sandbox: ok=%v %v, want pruned", ok, err)
+	}
+}
