@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -65,7 +66,10 @@ func startDaemon(ctx context.Context, cfg daemonConfig) (*daemon, error) {
 		return nil, err
 	}
 	cmd := exec.Command(bin, "serve", "--data-dir", cfg.dataDir, "--listen", addr, "--runsc", cfg.runsc,
-		"--if-prefix", cfg.prefix, "--network-cidr", cfg.cidr, "--no-base-build")
+		"--if-prefix", cfg.prefix, "--network-cidr", cfg.cidr, "--no-base-build",
+		// One restore target: the snapshots section measures a restore
+		// with a prepared target and one without (see restoreBoth).
+		"--restore-targets", "1")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own process group: a Ctrl-C at the terminal reaches only the
 	// bench, which then terminates the sandboxes through the daemon.
@@ -283,4 +287,46 @@ func cgroupDirs(id string) []string {
 		out = append(out, m...)
 	}
 	return out
+}
+
+// createdContainers returns the daemon's engine containers that are created
+// but not started: its restore targets.
+func (d *daemon) createdContainers(ctx context.Context) ([]string, error) {
+	out, err := exec.CommandContext(ctx, d.cfg.runsc, "--root", filepath.Join(d.cfg.dataDir, "runsc"), "list", "--format", "json").Output()
+	if err != nil {
+		return nil, fmt.Errorf("runsc list: %w", err)
+	}
+	var list []struct {
+		ID     string `json:"id"`
+		Status string `json:"status"`
+	}
+	if err := json.Unmarshal(out, &list); err != nil {
+		return nil, fmt.Errorf("runsc list: %w", err)
+	}
+	var ids []string
+	for _, c := range list {
+		if c.Status == "created" {
+			ids = append(ids, c.ID)
+		}
+	}
+	return ids, nil
+}
+
+// waitTarget waits until the daemon holds exactly one restore target, not
+// named not, and returns its id.
+func (d *daemon) waitTarget(ctx context.Context, not string) (string, error) {
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		ids, err := d.createdContainers(ctx)
+		if err != nil {
+			return "", err
+		}
+		if len(ids) == 1 && ids[0] != not {
+			return ids[0], nil
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("no restore target ready in 60 s (created containers: %v)", ids)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -24,6 +24,9 @@ type Config struct {
 	NoBaseBuild  bool
 	// MaxFileSize caps files written through the file API (bytes; 0: none).
 	MaxFileSize int64
+	// RestoreTargets is how many memory snapshots get a restore prepared
+	// ahead (sandbox.Snapshots.SetRestoreTargets).
+	RestoreTargets int
 }
 
 // AddFlags registers the flags.
@@ -40,6 +43,7 @@ func (c *Config) AddFlags(f *pflag.FlagSet) {
 	f.BoolVar(&c.Debug, "debug", false, "debug logging, runsc debug logs under DATA/logs/runsc")
 	f.BoolVar(&c.NoBaseBuild, "no-base-build", false, "serve: do not build missing base images at start-up")
 	f.Int64Var(&c.MaxFileSize, "max-file-size", 0, "serve: largest file (bytes) a write of the file API may make; 0 means no limit")
+	f.IntVar(&c.RestoreTargets, "restore-targets", 2, "serve: how many memory snapshots (the latest taken or restored) keep a restore prepared ahead, each an idle engine container; 0: none")
 }
 
 func (c *Config) validate() error {

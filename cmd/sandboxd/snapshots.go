@@ -12,7 +12,8 @@ import (
 )
 
 // openSnapshots opens the snapshot store of cfg, cleans what a crash left
-// and starts its expiry collector (stop it with the returned func).
+// and starts its expiry collector; the returned func stops the collector and
+// removes the restore targets.
 func openSnapshots(ctx context.Context, cfg *Config, db *sql.DB, mgr *sandbox.Manager, prov *provision.Provisioner,
 	log *slog.Logger) (*sandbox.Snapshots, func(), error) {
 	slog := log.With("component", "snapshot")
@@ -23,6 +24,12 @@ func openSnapshots(ctx context.Context, cfg *Config, db *sql.DB, mgr *sandbox.Ma
 	if err := st.Startup(ctx); err != nil {
 		return nil, nil, err
 	}
-	stop := st.StartCollector()
-	return sandbox.NewSnapshots(mgr, st, prov, slog), stop, nil
+	stopCollector := st.StartCollector()
+	snaps := sandbox.NewSnapshots(mgr, st, prov, slog)
+	snaps.SetRestoreTargets(cfg.RestoreTargets)
+	stop := func() {
+		stopCollector()
+		snaps.Close()
+	}
+	return snaps, stop, nil
 }

@@ -29,6 +29,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/sandboxd/sandboxd/internal/agent"
 	"github.com/sandboxd/sandboxd/internal/image"
@@ -74,6 +75,9 @@ type Provisioner struct {
 	net      Network
 	layers   Layers
 	log      *slog.Logger
+
+	tmu     sync.Mutex
+	targets map[string]*target // restore targets by sandbox id (targets.go)
 }
 
 var _ sandbox.Provisioner = (*Provisioner)(nil)
@@ -229,23 +233,37 @@ func (p *Provisioner) bringUp(ctx context.Context, req sandbox.ProvisionRequest,
 		},
 	}
 	undo = append(undo, func() { p.engine.Cleanup(bg, req.ID) })
-	if from != nil {
+	switch {
+	case from != nil && from.createOnly:
+		if err := from.engine.Create(ctx, spec); err != nil {
+			return h, fmt.Errorf("create engine container: %w", err)
+		}
+		from.spec = spec
+		h = sandbox.Handle{ID: req.ID, AgentAddr: ep.AgentAddr(agent.DefaultPort), AgentToken: token}
+		h.Engine, _ = json.Marshal(engineState{Dir: dir, Endpoint: ep})
+		return h, nil
+	case from != nil:
 		err = from.engine.Restore(ctx, spec, from.imageDir)
-	} else {
+	default:
 		err = p.engine.Run(ctx, spec)
 	}
 	if err != nil {
 		return h, fmt.Errorf("start engine: %w", err)
 	}
-	pid, err := p.engine.SandboxPid(req.ID)
+	h = sandbox.Handle{ID: req.ID, AgentAddr: ep.AgentAddr(agent.DefaultPort), AgentToken: token}
+	h.Engine, _ = json.Marshal(engineState{Dir: dir, Endpoint: ep})
+	return p.withPid(h)
+}
+
+// withPid completes h with the sandbox's host process once its engine
+// container runs.
+func (p *Provisioner) withPid(h sandbox.Handle) (sandbox.Handle, error) {
+	pid, err := p.engine.SandboxPid(h.ID)
 	if err != nil {
 		return h, fmt.Errorf("engine state: %w", err)
 	}
-	h = sandbox.Handle{
-		ID: req.ID, AgentAddr: ep.AgentAddr(agent.DefaultPort), AgentToken: token, Pid: pid,
-	}
+	h.Pid = pid
 	h.PidStart, _ = sandbox.ProcStart(pid)
-	h.Engine, _ = json.Marshal(engineState{Dir: dir, Endpoint: ep})
 	return h, nil
 }
 

@@ -34,6 +34,11 @@ type CheckpointEngine interface {
 	Checkpoint(ctx context.Context, id, imageDir string, leaveRunning bool) error
 	// Restore starts container s.ID from the image in imageDir.
 	Restore(ctx context.Context, s runtime.Spec, imageDir string) error
+	// Create makes container s.ID without starting it: a restore target.
+	Create(ctx context.Context, s runtime.Spec) error
+	// RestoreInto restores the image in imageDir into the container s.ID
+	// that Create made with s.
+	RestoreInto(ctx context.Context, s runtime.Spec, imageDir string) error
 }
 
 var _ CheckpointEngine = (*runtime.Runtime)(nil)
@@ -45,6 +50,10 @@ type restoreFrom struct {
 	imageDir string
 	agent    agent.Config
 	noStage  bool // a snapshot of a sandbox without a staging dir
+	// createOnly makes bringUp stop at a created container (a restore
+	// target, targets.go), and set spec to what it was created with.
+	createOnly bool
+	spec       runtime.Spec
 }
 
 const stagingMarker = "staging"
@@ -88,23 +97,46 @@ func (p *Provisioner) Checkpoint(ctx context.Context, h sandbox.Handle, dir stri
 // the same mounts, then runsc restore. req's agent fields (Env, Workdir,
 // Entrypoint) are ignored: the restored agent keeps the config it had, and
 // the returned Handle carries its token. On error nothing is left behind.
+//
+// When a restore target for req.ID is ready (PrepareRestore), the
+// checkpoint is restored into it, which skips everything but runsc restore;
+// should that fail, the target is removed and the restore starts afresh.
 func (p *Provisioner) Restore(ctx context.Context, req sandbox.ProvisionRequest, dir string) (sandbox.Handle, error) {
-	ce, err := p.checkpointEngine()
+	from, err := p.restoreFrom(req, dir)
 	if err != nil {
 		return sandbox.Handle{}, err
 	}
+	if t, ok := p.takeTarget(req.ID); ok {
+		h, err := p.restoreInto(ctx, t, from)
+		if err == nil {
+			return h, nil
+		}
+		p.log.Warn("restore into a prepared target failed; restoring afresh", "sandbox_id", req.ID, "err", err)
+		if derr := p.Destroy(context.WithoutCancel(ctx), t.handle); derr != nil {
+			return sandbox.Handle{}, fmt.Errorf("restore: %w (and removing the target: %v)", err, derr)
+		}
+	}
+	return p.bringUp(ctx, req, from)
+}
+
+// restoreFrom reads what restoring the checkpoint in dir needs.
+func (p *Provisioner) restoreFrom(req sandbox.ProvisionRequest, dir string) (*restoreFrom, error) {
+	ce, err := p.checkpointEngine()
+	if err != nil {
+		return nil, err
+	}
 	b, err := os.ReadFile(filepath.Join(dir, "agent.json"))
 	if err != nil {
-		return sandbox.Handle{}, fmt.Errorf("restore: agent config: %w", err)
+		return nil, fmt.Errorf("restore: agent config: %w", err)
 	}
 	var cfg agent.Config
 	if err := json.Unmarshal(b, &cfg); err != nil || cfg.Token == "" {
-		return sandbox.Handle{}, errdefs.FailedPrecondition("restore: snapshot's agent config is unreadable: %v", err)
+		return nil, errdefs.FailedPrecondition("restore: snapshot's agent config is unreadable: %v", err)
 	}
 	_, err = os.Stat(filepath.Join(dir, stagingMarker))
 	noStage := errors.Is(err, os.ErrNotExist)
 	if noStage && len(req.Staged) > 0 {
-		return sandbox.Handle{}, errdefs.FailedPrecondition("restore: the snapshot has live mounts but no staging dir")
+		return nil, errdefs.FailedPrecondition("restore: the snapshot has live mounts but no staging dir")
 	}
-	return p.bringUp(ctx, req, &restoreFrom{engine: ce, imageDir: filepath.Join(dir, "runsc"), agent: cfg, noStage: noStage})
+	return &restoreFrom{engine: ce, imageDir: filepath.Join(dir, "runsc"), agent: cfg, noStage: noStage}, nil
 }

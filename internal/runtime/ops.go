@@ -96,7 +96,12 @@ func (r *Runtime) launch(ctx context.Context, s *Spec, what string, sub ...strin
 	if err := s.checkPaths(); err != nil {
 		return err
 	}
-	if err := r.checkNoPrefixCollision(s.ID); err != nil {
+	if what == "restore into" {
+		// The container exists: Create made it for this restore.
+		if err := r.mustExist(s.ID); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+	} else if err := r.checkNoPrefixCollision(s.ID); err != nil {
 		return err
 	}
 	if err := writeSpec(s, r.CgroupsPath(s.ID)); err != nil {

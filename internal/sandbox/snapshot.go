@@ -72,13 +72,29 @@ type Snapshots struct {
 	eng   SnapshotEngine
 	log   *slog.Logger
 
+	// bg is the context of background work (restore targets); stop ends it.
+	bg   context.Context
+	stop context.CancelFunc
+	wg   sync.WaitGroup
+
 	mu   sync.Mutex
 	busy map[string]bool // sandboxes being snapshotted
+	// Restore targets (restoretargets.go): ready ones by snapshot id, the
+	// order they became ready in, and the snapshots being prepared for.
+	maxTargets int
+	targets    map[string]string
+	order      []string
+	preparing  map[string]bool
+	gone       map[string]bool // deleted while a target was being prepared
+	closed     bool
 }
 
 // NewSnapshots returns the snapshot side of m, keeping snapshots in store.
+// Call Close at the end.
 func NewSnapshots(m *Manager, store *snapshot.Store, eng SnapshotEngine, log *slog.Logger) *Snapshots {
-	return &Snapshots{m: m, store: store, eng: eng, log: log, busy: map[string]bool{}}
+	bg, stop := context.WithCancel(context.Background())
+	return &Snapshots{m: m, store: store, eng: eng, log: log, bg: bg, stop: stop, busy: map[string]bool{},
+		targets: map[string]string{}, preparing: map[string]bool{}, gone: map[string]bool{}}
 }
 
 func (s *Snapshots) info(sn snapshot.Snapshot) SnapshotInfo {
@@ -170,6 +186,7 @@ func (s *Snapshots) Snapshot(ctx context.Context, id string, ttl time.Duration) 
 	}
 	s.log.Info("snapshot taken", "sandbox_id", id, "snapshot_id", sn.ID, "size", sn.Size,
 		"checkpoint", took, "total", time.Since(start))
+	s.prewarm(sn.ID)
 	return s.info(sn), nil
 }
 
@@ -202,18 +219,25 @@ func (s *Snapshots) Restore(ctx context.Context, snapID string, mode NameMode, n
 		return nil, errdefs.Invalid("bad name mode %d", mode)
 	}
 	m := s.m
-	// Images mounted at create time are staged again at the same places
-	// before the engine restores (the restored mounts expect them there).
-	mounts, err := m.resolveMounts(ctx, &spec)
+	req, err := s.provisionRequest(ctx, rec, &spec)
 	if err != nil {
 		return nil, fmt.Errorf("restore %s: %w", snapID, err)
 	}
-	// So are the images mounted while it ran, under the same stage names.
-	staged, err := m.stagedImages(ctx, rec.LiveMounts)
-	if err != nil {
-		return nil, fmt.Errorf("restore %s: %w", snapID, err)
+	// A target prepared for this snapshot decides the new sandbox's id; the
+	// engine's Restore then uses it. Until the engine has it, a failure
+	// discards it.
+	id, handedOver := s.claimTarget(snapID), false
+	prepared := id != ""
+	if prepared {
+		defer func() {
+			if rt, ok := s.eng.(RestoreTargets); ok && !handedOver {
+				rt.DiscardRestoreTarget(context.WithoutCancel(ctx), id)
+			}
+		}()
+	} else {
+		id = newID("sb-")
 	}
-	sb := &Sandbox{ID: newID("sb-"), Spec: spec, ImageID: rec.ImageID, Tags: rec.Tags, State: StateCreating, CreatedAt: m.clock.Now()}
+	sb := &Sandbox{ID: id, Spec: spec, ImageID: rec.ImageID, Tags: rec.Tags, State: StateCreating, CreatedAt: m.clock.Now()}
 	if sb.Tags == nil {
 		sb.Tags = map[string]string{}
 	}
@@ -239,18 +263,36 @@ func (s *Snapshots) Restore(ctx context.Context, snapID string, mode NameMode, n
 		return fail(fmt.Errorf("logs: %w", err))
 	}
 	start := time.Now()
-	h, err := s.eng.Restore(ctx, ProvisionRequest{
-		ID: sb.ID, Image: ImageInfo{ID: rec.ImageID, Layers: rec.Layers}, Resources: spec.Resources, Mounts: mounts,
-		Staged: staged,
-	}, dir)
+	req.ID, handedOver = sb.ID, true
+	h, err := s.eng.Restore(ctx, req, dir)
 	if err != nil {
 		return fail(err)
 	}
 	if err := m.goLive(ctx, sb, h); err != nil {
 		return fail(err)
 	}
-	log.Info("sandbox restored", "took", time.Since(start))
+	log.Info("sandbox restored", "took", time.Since(start), "prepared_target", prepared)
+	s.prewarm(snapID)
 	return sb, nil
+}
+
+// provisionRequest is what the engine needs to restore rec: the same image,
+// limits and mounts. Images mounted at create time are staged again at the
+// same places before the engine restores (the restored mounts expect them
+// there), and so are the images mounted while it ran, under the same stage
+// names. spec's mounts get their image ids.
+func (s *Snapshots) provisionRequest(ctx context.Context, rec snapshotRecord, spec *Spec) (ProvisionRequest, error) {
+	mounts, err := s.m.resolveMounts(ctx, spec)
+	if err != nil {
+		return ProvisionRequest{}, err
+	}
+	staged, err := s.m.stagedImages(ctx, rec.LiveMounts)
+	if err != nil {
+		return ProvisionRequest{}, err
+	}
+	return ProvisionRequest{
+		Image: ImageInfo{ID: rec.ImageID, Layers: rec.Layers}, Resources: spec.Resources, Mounts: mounts, Staged: staged,
+	}, nil
 }
 
 // Get returns a snapshot, expired or not (until the collector deletes it).
@@ -277,7 +319,11 @@ func (s *Snapshots) List(ctx context.Context) ([]SnapshotInfo, error) {
 
 // Delete deletes a snapshot. Sandboxes restored from it are not affected.
 func (s *Snapshots) Delete(ctx context.Context, id string) error {
-	return s.store.Delete(ctx, id)
+	if err := s.store.Delete(ctx, id); err != nil {
+		return err
+	}
+	s.dropTarget(id)
+	return nil
 }
 
 // copyDir copies the regular files directly in src into dst (created). A

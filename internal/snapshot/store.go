@@ -91,8 +91,12 @@ func New(db *sql.DB, dataDir string, c clock.Clock, log *slog.Logger, cfg Config
 	return s, nil
 }
 
-func (s *Store) tmpDir() string            { return filepath.Join(s.dir, "tmp") }
-func (s *Store) pathOf(id string) string   { return filepath.Join(s.dir, id) }
+func (s *Store) tmpDir() string          { return filepath.Join(s.dir, "tmp") }
+func (s *Store) pathOf(id string) string { return filepath.Join(s.dir, id) }
+
+// Path returns the directory of snapshot id's files, without checking
+// them (Acquire does). For reading only.
+func (s *Store) Path(id string) string     { return s.pathOf(id) }
 func (s *Store) now() time.Time            { return s.clock.Now() }
 func (s *Store) MaxTTL() time.Duration     { return s.cfg.MaxTTL }
 func (s *Store) DefaultTTL() time.Duration { return s.cfg.DefaultTTL }

@@ -57,7 +57,9 @@ func waitCounterAbove(t *testing.T, sb *sandboxd.Sandbox, n int) int {
 
 // startCounter starts, through exec, a background process that counts in
 // memory (a shell variable) and writes the count to /tmp/count.
-const startCounter = `i=0; (while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done) >/dev/null 2>&1 &
+// Each value is written beside and renamed over, so a reader never sees
+// the file empty (truncated, not yet written).
+const startCounter = `i=0; (while true; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.05; done) >/dev/null 2>&1 &
 while [ ! -s /tmp/count ]; do sleep 0.01; done`
 
 func snapshotOf(t *testing.T, sb *sandboxd.Sandbox, ttl time.Duration) sandboxd.Snapshot {
