@@ -5,8 +5,11 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
 
 // Config is the daemon's whole configuration, parsed once from flags.
@@ -27,6 +30,9 @@ type Config struct {
 	// RestoreTargets is how many memory snapshots get a restore prepared
 	// ahead (sandbox.Snapshots.SetRestoreTargets).
 	RestoreTargets int
+	// FinishedRetention is how long finished sandboxes stay listable, with
+	// their logs (0: forever).
+	FinishedRetention time.Duration
 }
 
 // AddFlags registers the flags.
@@ -43,6 +49,7 @@ func (c *Config) AddFlags(f *pflag.FlagSet) {
 	f.BoolVar(&c.Debug, "debug", false, "debug logging, runsc debug logs under DATA/logs/runsc")
 	f.BoolVar(&c.NoBaseBuild, "no-base-build", false, "serve: do not build missing base images at start-up")
 	f.Int64Var(&c.MaxFileSize, "max-file-size", 0, "serve: largest file (bytes) a write of the file API may make; 0 means no limit")
+	f.DurationVar(&c.FinishedRetention, "finished-retention", sandbox.DefaultRetention, "serve: how long a finished sandbox stays listable, with its logs, before it is forgotten; 0: forever")
 	f.IntVar(&c.RestoreTargets, "restore-targets", 2, "serve: how many memory snapshots (the latest taken or restored) keep a restore prepared ahead, each an idle engine container; 0: none")
 }
 

@@ -137,6 +137,12 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	}
 	// Expired filesystem and directory snapshots go once no sandbox uses them.
 	go mgr.RunImageCollector(ctx, time.Minute)
+	// Finished sandboxes and their logs go after the retention.
+	retention := cfg.FinishedRetention
+	if retention == 0 {
+		retention = -1
+	}
+	go mgr.RunPruner(ctx, 10*time.Minute, retention)
 	snaps, stopCollector, err := openSnapshots(ctx, cfg, db, mgr, prov, log)
 	if err != nil {
 		mgr.Close()

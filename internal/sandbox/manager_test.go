@@ -321,3 +321,58 @@ func TestMergeEnv(t *testing.T) {
 		}
 	}
 }
+
+// Finished sandboxes are forgotten, logs included, once the retention has
+// passed; running and recently finished ones stay, and so do their logs.
+func TestPruneFinished(t *testing.T) {
+	e := newEnv(t)
+	defer e.m.Close()
+	ctx := context.Background()
+	old, err := e.m.Create(ctx, Spec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.m.Terminate(ctx, old.ID); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(2 * time.Hour)
+	recent, err := e.m.Create(ctx, Spec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.m.Terminate(ctx, recent.ID); err != nil {
+		t.Fatal(err)
+	}
+	running, err := e.m.Create(ctx, Spec{Timeout: 24 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	orphan := filepath.Join(e.dir, "logs", "sb-00000000000000ff")
+	for _, id := range []string{old.ID, recent.ID, running.ID} {
+		os.MkdirAll(e.m.logDir(id), 0o700)
+	}
+	os.MkdirAll(orphan, 0o700)
+
+	e.clock.Advance(30 * time.Minute)
+	gone, err := e.m.PruneFinished(ctx, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(gone) != 1 || gone[0] != old.ID {
+		t.Errorf("pruned %v, want only %s", gone, old.ID)
+	}
+	if _, err := e.m.Get(ctx, old.ID); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("pruned sandbox: got %v, want not found", err)
+	}
+	for id, want := range map[string]bool{old.ID: false, recent.ID: true, running.ID: true} {
+		if _, err := os.Stat(e.m.logDir(id)); (err == nil) != want {
+			t.Errorf("logs of %s: exist=%v, want %v", id, err == nil, want)
+		}
+		if _, err := e.m.Get(ctx, id); (err == nil) != want {
+			t.Errorf("record of %s: %v, want present=%v", id, err, want)
+		}
+	}
+	if _, err := os.Stat(orphan); !os.IsNotExist(err) {
+		t.Errorf("orphan log dir: %v, want removed", err)
+	}
+}

@@ -44,11 +44,12 @@ func (s *Store) Collect(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-// pruneOrigins forgets where finished sandboxes came from: an origin only
-// serves snapshots of a sandbox still running (their inherited expiry).
+// pruneOrigins forgets where finished (or forgotten) sandboxes came from:
+// an origin only serves snapshots of a sandbox still running (their
+// inherited expiry).
 func (s *Store) pruneOrigins(ctx context.Context) error {
-	_, err := s.db.ExecContext(ctx, `DELETE FROM sandbox_origins WHERE sandbox_id IN
-		(SELECT id FROM sandboxes WHERE state = 'finished')`)
+	_, err := s.db.ExecContext(ctx, `DELETE FROM sandbox_origins WHERE sandbox_id NOT IN
+		(SELECT id FROM sandboxes WHERE state != 'finished')`)
 	if err != nil {
 		return fmt.Errorf("prune sandbox origins: %w", err)
 	}
