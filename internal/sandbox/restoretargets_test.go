@@ -110,6 +110,7 @@ func TestRestoreTargets(t *testing.T) {
 		ids := prov.readyIDs()
 		return len(ids) == 1 && ids[0] != targetB
 	})
+	targetB2 := prov.readyIDs()[0]
 	// a has no target any more: its restore is cold, with a fresh id.
 	sa, err := e.snaps.Restore(ctx, a.ID, NameClear, "")
 	if err != nil {
@@ -120,15 +121,13 @@ func TestRestoreTargets(t *testing.T) {
 	}
 	waitUntil(t, "a's target replacing b's", func() bool {
 		ids := prov.readyIDs()
-		return len(ids) == 1 && !slices.Contains(prov.into, ids[0])
+		return len(ids) == 1 && ids[0] != targetB2
 	})
 	// Deleting the snapshot with the target discards it; Close the rest.
 	if err := e.snaps.Delete(ctx, a.ID); err != nil {
 		t.Fatal(err)
 	}
-	if ids := prov.readyIDs(); len(ids) != 0 {
-		t.Errorf("targets after deleting their snapshot: %v", ids)
-	}
+	waitUntil(t, "no target after deleting its snapshot", func() bool { return len(prov.readyIDs()) == 0 })
 	if _, err := e.snaps.Snapshot(ctx, src.ID, 0); err != nil {
 		t.Fatal(err)
 	}
