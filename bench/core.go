@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -48,6 +51,7 @@ func (w *firstByte) Write(b []byte) (int, error) {
 
 // createPhases is one sandbox's create-to-first-output, split up.
 type createPhases struct {
+	id        string
 	create    time.Duration // Client.Create
 	execStart time.Duration // Exec until the process is started
 	output    time.Duration // started until the first stdout byte
@@ -64,6 +68,7 @@ func createAndEcho(ctx context.Context, e *env) (ph createPhases, err error) {
 		return ph, err
 	}
 	e.daemon.track(sb.ID)
+	ph.id = sb.ID
 	t1 := time.Now()
 	defer func() {
 		t := time.Now()
@@ -100,11 +105,13 @@ func coreCreateToOutput(ctx context.Context, e *env) ([]figure, error) {
 		return nil, err
 	}
 	var total, create, execStart, output, term, raw []time.Duration
+	var ids []string
 	for i := range e.n {
 		ph, err := createAndEcho(ctx, e)
 		if err != nil {
 			return nil, err
 		}
+		ids = append(ids, ph.id)
 		total, create, execStart = append(total, ph.total), append(create, ph.create), append(execStart, ph.execStart)
 		output, term = append(output, ph.output), append(term, ph.terminate)
 		// Interleaved with ours, so that both see the same machine.
@@ -116,14 +123,22 @@ func coreCreateToOutput(ctx context.Context, e *env) ([]figure, error) {
 		e.logf("create->first output %d/%d: ours %v (create %v), raw %v", i+1, e.n,
 			ph.total.Round(time.Millisecond), ph.create.Round(time.Millisecond), d.Round(time.Millisecond))
 	}
-	return []figure{
+	figs := []figure{
 		newFigure("create->first output (busybox, echo hi)", "ms", durations(total)).
 			against("raw runsc run", durations(raw)).atMost(1.2, "<= 1.2x raw"),
 		newFigure("  of which Client.Create", "ms", durations(create)),
+	}
+	// Create's two big steps, from the daemon's log ("engine up" lines).
+	if engine, agent := engineSteps(filepath.Join(e.daemon.cfg.dataDir, "sandboxd.log"), ids); len(engine) == len(ids) {
+		figs = append(figs,
+			newFigure("    of which runsc run --detach", "ms", durations(engine)).against("raw runsc run", durations(raw)),
+			newFigure("    of which runsc done->agent output", "ms", durations(agent)))
+	}
+	return append(figs,
 		newFigure("  of which Exec until started", "ms", durations(execStart)),
 		newFigure("  of which started->first byte", "ms", durations(output)),
 		newFigure("  (Terminate, not counted)", "ms", durations(term)),
-	}, nil
+	), nil
 }
 
 func coreExec(ctx context.Context, e *env) ([]figure, error) {
@@ -281,4 +296,35 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// engineSteps reads the "engine up" lines of the given sandboxes in the
+// daemon's log: how long runsc run took, and how long the agent then took to
+// write its first line. Sandboxes without such a line are left out.
+func engineSteps(logPath string, ids []string) (engine, agent []time.Duration) {
+	b, err := os.ReadFile(logPath)
+	if err != nil {
+		return nil, nil
+	}
+	want := map[string]bool{}
+	for _, id := range ids {
+		want[id] = true
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.Contains(line, `msg="engine up"`) {
+			continue
+		}
+		kv := map[string]string{}
+		for _, f := range strings.Fields(line) {
+			if k, v, ok := strings.Cut(f, "="); ok {
+				kv[k] = v
+			}
+		}
+		en, err1 := time.ParseDuration(kv["engine"])
+		ag, err2 := time.ParseDuration(kv["agent_output"])
+		if want[kv["sandbox_id"]] && err1 == nil && err2 == nil {
+			engine, agent = append(engine, en), append(agent, ag)
+		}
+	}
+	return engine, agent
 }

@@ -30,6 +30,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/sandboxd/sandboxd/internal/agent"
 	"github.com/sandboxd/sandboxd/internal/image"
@@ -233,6 +234,7 @@ func (p *Provisioner) bringUp(ctx context.Context, req sandbox.ProvisionRequest,
 		},
 	}
 	undo = append(undo, func() { p.engine.Cleanup(bg, req.ID) })
+	start := time.Now()
 	switch {
 	case from != nil && from.createOnly:
 		if err := from.engine.Create(ctx, spec); err != nil {
@@ -249,6 +251,13 @@ func (p *Provisioner) bringUp(ctx context.Context, req sandbox.ProvisionRequest,
 	}
 	if err != nil {
 		return h, fmt.Errorf("start engine: %w", err)
+	}
+	engineUp := time.Since(start)
+	if from == nil {
+		// See ready.go: dial the agent once it has said something.
+		output := waitInitOutput(ctx, spec.LogPath, initOutputWait)
+		p.log.Info("engine up", "sandbox_id", req.ID, "engine", engineUp,
+			"agent_output", time.Since(start)-engineUp, "agent_wrote", output)
 	}
 	h = sandbox.Handle{ID: req.ID, AgentAddr: ep.AgentAddr(agent.DefaultPort), AgentToken: token}
 	h.Engine, _ = json.Marshal(engineState{Dir: dir, Endpoint: ep})
