@@ -14,12 +14,11 @@ import (
 // address, with the token. Its errors are raw Connect errors (with the
 // agent's FileError details), not wrapped: the caller forwards them. A
 // client made before a Reconnect keeps the old address; make one per call.
-// File calls go over HTTP/1.1 (see newBulkTransport).
 func (c *Client) Files() agentv1connect.FilesystemServiceClient {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	return agentv1connect.NewFilesystemServiceClient(
-		&http.Client{Transport: c.bulk},
+		&http.Client{Transport: c.tr},
 		"http://"+c.addr,
 		connect.WithInterceptors(bearer(c.token)),
 		connect.WithAcceptCompression("gzip", nil, nil),
