@@ -36,10 +36,13 @@ func (s *Store) AddDirLayer(ctx context.Context, lowers []Digest, upper io.Reade
 	if err != nil {
 		return "", fmt.Errorf("directory layer: %w", err)
 	}
-	defer removeTree(tmp)
+	// What is left in tmp once the layer is stored (the parents of the
+	// directory; all of it when the store held the layer already) goes to
+	// the trash.
+	defer s.trash.add(tmp)
 	// First only the entries on the way to dir; if dir turns out to be
 	// reached through a symlink, everything (the symlink may lead anywhere).
-	src, done, err := s.mergeAt(ctx, tmp, "1", lowers, upper, rel, onPathTo(rel))
+	src, done, x, err := s.mergeAt(ctx, tmp, "1", lowers, upper, rel, onPathTo(rel))
 	if err != nil {
 		return "", err
 	}
@@ -47,7 +50,7 @@ func (s *Store) AddDirLayer(ctx context.Context, lowers []Digest, upper io.Reade
 		// The directory is the sandbox's own (made or replaced whole by it):
 		// the extracted diff is the whole tree, no second copy needed.
 		done()
-		return s.adoptDiffDir(ctx, filepath.Join(tmp, "1", "diff", rel))
+		return s.adoptDiffDir(ctx, filepath.Join(tmp, "1", "diff"), rel, x)
 	}
 	if src != filepath.Join(tmp, "1", "merged", rel) {
 		done()
@@ -58,7 +61,7 @@ func (s *Store) AddDirLayer(ctx context.Context, lowers []Digest, upper io.Reade
 		if _, err := seeker.Seek(0, io.SeekStart); err != nil {
 			return "", fmt.Errorf("directory layer: %w", err)
 		}
-		if src, done, err = s.mergeAt(ctx, tmp, "2", lowers, upper, rel, nil); err != nil {
+		if src, done, _, err = s.mergeAt(ctx, tmp, "2", lowers, upper, rel, nil); err != nil {
 			return "", err
 		}
 	}
@@ -68,42 +71,44 @@ func (s *Store) AddDirLayer(ctx context.Context, lowers []Digest, upper io.Reade
 
 // mergeAt extracts the entries of upper that keep accepts into tmp/name/diff,
 // mounts them over lowers at tmp/name/merged and resolves rel there. done
-// unmounts.
-func (s *Store) mergeAt(ctx context.Context, tmp, name string, lowers []Digest, upper io.Reader, rel string, keep func(string) bool) (src string, done func(), err error) {
+// unmounts. x is the (closed) extractor, for what it recorded.
+func (s *Store) mergeAt(ctx context.Context, tmp, name string, lowers []Digest, upper io.Reader, rel string, keep func(string) bool) (src string, done func(), x *extractor, err error) {
 	diff, merged := filepath.Join(tmp, name, "diff"), filepath.Join(tmp, name, "merged")
 	for _, d := range []string{diff, merged} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
-			return "", nil, fmt.Errorf("directory layer: %w", err)
+			return "", nil, nil, fmt.Errorf("directory layer: %w", err)
 		}
 	}
-	pr, pw := io.Pipe()
-	go func() {
-		pw.CloseWithError(ConvertUpperTar(ctx, upper, pw, keep))
-	}()
-	err = extractTar(ctx, pr, diff)
-	pr.CloseWithError(errors.New("reader closed"))
+	if x, err = newExtractor(diff); err != nil {
+		return "", nil, nil, fmt.Errorf("directory layer: %w", err)
+	}
+	err = convertUpper(ctx, upper, keep, x.add)
+	if err == nil {
+		err = x.finishDirs()
+	}
+	x.close()
 	if err != nil {
-		return "", nil, fmt.Errorf("directory layer: %w", err)
+		return "", nil, nil, fmt.Errorf("directory layer: %w", err)
 	}
 	dirs := []string{diff} // highest first
 	for i := len(lowers) - 1; i >= 0; i-- {
 		if err := lowers[i].Validate(); err != nil {
-			return "", nil, err
+			return "", nil, nil, err
 		}
 		dirs = append(dirs, s.LayerPath(lowers[i]))
 	}
 	if err := mountLowerOnly(dirs, merged); err != nil {
-		return "", nil, fmt.Errorf("directory layer: %w", err)
+		return "", nil, nil, fmt.Errorf("directory layer: %w", err)
 	}
 	src, closeSrc, err := openBeneath(merged, rel)
 	if err != nil {
 		unix.Unmount(merged, unix.MNT_DETACH)
-		return "", nil, fmt.Errorf("directory layer: /%s: %w", rel, err)
+		return "", nil, nil, fmt.Errorf("directory layer: /%s: %w", rel, err)
 	}
 	return src, func() {
 		closeSrc()
 		unix.Unmount(merged, unix.MNT_DETACH)
-	}, nil
+	}, x, nil
 }
 
 // onPathTo returns a ConvertUpperTar keep function that keeps the entries on

@@ -2,10 +2,8 @@ package image
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -49,40 +47,29 @@ func (s *Store) diffCovers(diff string, lowers []Digest, rel string) bool {
 	return true
 }
 
-// adoptDiffDir makes the extracted tree at dir (which the caller gives up) a
-// layer: overlay markers, meaningless once the tree stands alone, are taken
-// out (opaque xattrs, whiteouts; the parents' mtimes kept), then it is
-// digested and renamed into place as AddLayerFromTar does.
-func (s *Store) adoptDiffDir(ctx context.Context, dir string) (Digest, error) {
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
+// adoptDiffDir makes the tree at rel in the extracted upper layer diff (which
+// the caller gives up) a layer: the overlay markers x made, meaningless once
+// the tree stands alone, are taken out (opaque xattrs; whiteouts, with their
+// parents' mtimes kept), then it is stored as AddLayerFromTar does. x may
+// have recorded paths outside rel, or paths a later entry replaced: those
+// are left alone.
+func (s *Store) adoptDiffDir(ctx context.Context, diff, rel string, x *extractor) (Digest, error) {
+	dir := filepath.Join(diff, rel)
+	for _, o := range x.opaques {
+		if !within(o, rel) {
+			continue
 		}
-		if d.IsDir() {
-			if err := unix.Lremovexattr(p, opaqueXattr); err != nil && !errors.Is(err, unix.ENODATA) {
-				return err
-			}
-			return nil
+		if err := unix.Lremovexattr(filepath.Join(diff, o), opaqueXattr); err != nil && !errors.Is(err, unix.ENODATA) && !errors.Is(err, unix.ENOENT) {
+			return "", fmt.Errorf("directory layer: %w", err)
 		}
-		var st unix.Stat_t
-		if err := unix.Lstat(p, &st); err != nil {
-			return err
+	}
+	for _, w := range x.whiteouts {
+		if !within(w, rel) || w == rel {
+			continue
 		}
-		if st.Mode&unix.S_IFMT == unix.S_IFCHR && st.Rdev == 0 {
-			var pst unix.Stat_t
-			parent := filepath.Dir(p)
-			if err := unix.Lstat(parent, &pst); err != nil {
-				return err
-			}
-			if err := os.Remove(p); err != nil {
-				return err
-			}
-			return unix.UtimesNanoAt(unix.AT_FDCWD, parent, []unix.Timespec{pst.Atim, pst.Mtim}, unix.AT_SYMLINK_NOFOLLOW)
+		if err := removeWhiteout(filepath.Join(diff, w)); err != nil {
+			return "", fmt.Errorf("directory layer: %w", err)
 		}
-		return nil
-	})
-	if err != nil {
-		return "", fmt.Errorf("directory layer: %w", err)
 	}
 	// The root as AddLayerFromTar makes it (it is no entry of the tar).
 	if err := os.Lchown(dir, 0, 0); err != nil {
@@ -91,17 +78,37 @@ func (s *Store) adoptDiffDir(ctx context.Context, dir string) (Digest, error) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		return "", fmt.Errorf("directory layer: %w", err)
 	}
-	h := sha256.New()
-	size, err := writeCanonicalTar(ctx, dir, h)
+	d, err := s.storeTree(ctx, dir, x.plan(rel).below(rel))
 	if err != nil {
-		return "", fmt.Errorf("directory layer: digest: %w", err)
-	}
-	d := digestFromSum(h.Sum(nil))
-	if err := syncfs(dir); err != nil {
 		return "", fmt.Errorf("directory layer: %w", err)
 	}
-	if err := s.commitLayer(ctx, dir, d, size); err != nil {
-		return "", fmt.Errorf("directory layer %s: %w", d, err)
-	}
 	return d, nil
+}
+
+// removeWhiteout removes p if it is still an overlay whiteout, keeping its
+// parent's times.
+func removeWhiteout(p string) error {
+	var st unix.Stat_t
+	if err := unix.Lstat(p, &st); errors.Is(err, unix.ENOENT) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFCHR || st.Rdev != 0 {
+		return nil
+	}
+	var pst unix.Stat_t
+	parent := filepath.Dir(p)
+	if err := unix.Lstat(parent, &pst); err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil {
+		return err
+	}
+	return unix.UtimesNanoAt(unix.AT_FDCWD, parent, []unix.Timespec{pst.Atim, pst.Mtim}, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+// within reports whether the clean relative path p is dir or lies below it.
+func within(p, dir string) bool {
+	return p == dir || strings.HasPrefix(p, dir+"/")
 }

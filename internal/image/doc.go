@@ -22,9 +22,11 @@
 //	                       builds); anything in it at Startup is a crash leftover
 //
 // Metadata lives in the SQLite tables layers, images and image_names. The
-// crash-safe recipe is: write into tmp/, fsync (syncfs), rename into place,
-// then record the row; delete removes rows first and files after; Startup
-// removes what the rows do not know.
+// crash-safe recipe is: write into tmp/, make it durable (an fsync of each
+// file and directory of a small tree of plain files, one syncfs otherwise),
+// rename into place, then record the row; delete removes rows first and
+// files after (moved into tmp/ at once, removed there in the background);
+// Startup removes what the rows do not know.
 //
 // The canonical tar of a tree: entries in the order of a depth-first walk with
 // each directory's entries sorted by name; the root itself is not an entry;

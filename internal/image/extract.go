@@ -2,6 +2,7 @@ package image
 
 import (
 	"archive/tar"
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -27,8 +28,30 @@ type extractor struct {
 	// One cached parent descriptor: tar entries come grouped by directory.
 	cacheDir string
 	cacheFd  int
+	// The group a file made in the cached parent (cacheGid) or in the root
+	// (rootGid) gets; -1 when unknown.
+	cacheGid, rootGid int
+	// What a file made with open(2) gets without help: the process's owner
+	// and mode mask (read once).
+	euid     int
+	umask    uint32
 	dirTimes []dirTime
+	// buf carries file contents from the tar to the files (one buffer for
+	// the whole extraction instead of one per file).
+	buf []byte
+	// whiteouts and opaques record the overlay markers made (clean relative
+	// paths), so that a caller turning the tree into a standalone one finds
+	// them without a walk.
+	whiteouts, opaques []string
+	// files records the regular files made, up to fsyncMax (see plan);
+	// unsyncable is set when something else was made (a symlink, a device,
+	// a fifo: no fsync reaches their inodes) or files overflowed.
+	files      []string
+	unsyncable bool
 }
+
+// copyBufSize is the size of the buffer file contents go through.
+const copyBufSize = 1 << 20
 
 type dirTime struct {
 	rel string
@@ -39,29 +62,60 @@ type dirTime struct {
 // empty), turning OCI whiteouts into overlay whiteouts. Entries that would
 // escape dir are refused with an ErrInvalidArgument error.
 func extractTar(ctx context.Context, r io.Reader, dir string) error {
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	x, err := newExtractor(dir)
 	if err != nil {
-		return &os.PathError{Op: "open", Path: dir, Err: err}
+		return err
 	}
-	x := &extractor{root: dir, rootfd: fd, cacheFd: -1}
 	defer x.close()
-	tr := tar.NewReader(r)
+	if err := x.readTar(ctx, r); err != nil {
+		return err
+	}
+	return x.finishDirs()
+}
+
+// readTar extracts every entry of the layer tar read from r.
+func (x *extractor) readTar(ctx context.Context, r io.Reader) error {
+	tr := tar.NewReader(bufio.NewReaderSize(r, readBufSize))
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		hdr, err := tr.Next()
 		if err == io.EOF {
-			break
+			return nil
 		}
 		if err != nil {
 			return errdefs.Invalid("layer tar: %v", err)
 		}
-		if err := x.entry(hdr, tr); err != nil {
-			return fmt.Errorf("layer tar entry %q: %w", hdr.Name, err)
+		if err := x.add(hdr, tr); err != nil {
+			return err
 		}
 	}
-	return x.finishDirs()
+}
+
+// readBufSize is the read buffer in front of a tar stream: headers are 512
+// bytes, and a pipe gives at most what it holds per read.
+const readBufSize = 1 << 20
+
+// newExtractor returns an extractor writing into dir (which must exist and
+// be empty). The caller calls add for every entry, then finishDirs, and
+// close in any case.
+func newExtractor(dir string) (*extractor, error) {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: dir, Err: err}
+	}
+	x := &extractor{root: dir, rootfd: fd, cacheFd: -1, euid: os.Geteuid(), umask: processUmask()}
+	x.rootGid = newFileGid(fd)
+	return x, nil
+}
+
+// add extracts one entry of an OCI layer tar; r holds its contents.
+func (x *extractor) add(hdr *tar.Header, r io.Reader) error {
+	if err := x.entry(hdr, r); err != nil {
+		return fmt.Errorf("layer tar entry %q: %w", hdr.Name, err)
+	}
+	return nil
 }
 
 func (x *extractor) close() {
@@ -73,7 +127,7 @@ func (x *extractor) dropCache() {
 	if x.cacheFd >= 0 {
 		unix.Close(x.cacheFd)
 	}
-	x.cacheDir, x.cacheFd = "", -1
+	x.cacheDir, x.cacheFd, x.cacheGid = "", -1, -1
 }
 
 // cleanRel turns a tar name into a clean relative path ("" for the root). It
@@ -117,15 +171,24 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 	if err != nil {
 		return err
 	}
+	mode := uint32(hdr.Mode & 0o7777)
+	if !whiteout && (hdr.Typeflag == tar.TypeReg || hdr.Typeflag == tar.TypeRegA) {
+		return x.writeFile(pfd, dir, base, hdr, mode, r)
+	}
 	isDir := hdr.Typeflag == tar.TypeDir && !whiteout
 	if err := x.clear(pfd, rel, base, isDir); err != nil {
 		return err
 	}
-	mode := uint32(hdr.Mode & 0o7777)
 	switch {
 	case whiteout:
-		err = unix.Mknodat(pfd, base, unix.S_IFCHR|mode, 0)
+		if err = unix.Mknodat(pfd, base, unix.S_IFCHR|mode, 0); err == nil {
+			x.whiteouts = append(x.whiteouts, rel)
+		}
+		x.unsyncable = true
 	case hdr.Typeflag == tar.TypeDir:
+		if x.cacheDir == rel {
+			x.cacheGid = -1 // its group or setgid bit may change
+		}
 		x.dirTimes = append(x.dirTimes, dirTime{rel, hdr.ModTime})
 		if err = unix.Mkdirat(pfd, base, 0o700); errors.Is(err, unix.EEXIST) {
 			err = nil
@@ -133,17 +196,22 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 		if err == nil {
 			return x.setMeta(pfd, base, hdr, mode, true)
 		}
-	case hdr.Typeflag == tar.TypeReg || hdr.Typeflag == tar.TypeRegA:
-		return x.writeFile(pfd, base, hdr, mode, r)
 	case hdr.Typeflag == tar.TypeSymlink:
 		err = unix.Symlinkat(hdr.Linkname, pfd, base)
+		x.unsyncable = true
 	case hdr.Typeflag == tar.TypeLink:
 		return x.link(pfd, base, hdr.Linkname)
 	case hdr.Typeflag == tar.TypeChar:
+		x.unsyncable = true
 		err = unix.Mknodat(pfd, base, unix.S_IFCHR|mode, int(unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor))))
+		if err == nil && hdr.Devmajor == 0 && hdr.Devminor == 0 {
+			x.whiteouts = append(x.whiteouts, rel) // what overlayfs reads as one
+		}
 	case hdr.Typeflag == tar.TypeBlock:
+		x.unsyncable = true
 		err = unix.Mknodat(pfd, base, unix.S_IFBLK|mode, int(unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor))))
 	case hdr.Typeflag == tar.TypeFifo:
+		x.unsyncable = true
 		err = unix.Mknodat(pfd, base, unix.S_IFIFO|mode, 0)
 	case hdr.Typeflag == tar.TypeXGlobalHeader:
 		return nil
@@ -170,7 +238,7 @@ func (x *extractor) parent(dir string) (int, error) {
 	if err != nil {
 		return -1, err
 	}
-	x.cacheDir, x.cacheFd = dir, fd
+	x.cacheDir, x.cacheFd, x.cacheGid = dir, fd, newFileGid(fd)
 	return fd, nil
 }
 
@@ -239,22 +307,6 @@ func (x *extractor) clear(pfd int, rel, base string, keepDir bool) error {
 	return os.RemoveAll(filepath.Join(x.root, rel))
 }
 
-func (x *extractor) writeFile(pfd int, base string, hdr *tar.Header, mode uint32, r io.Reader) error {
-	fd, err := unix.Openat(pfd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		return err
-	}
-	f := os.NewFile(uintptr(fd), base)
-	defer f.Close()
-	if _, err := io.Copy(f, r); err != nil {
-		return err
-	}
-	if err := setXattrs(fd, hdr); err != nil {
-		return err
-	}
-	return x.setMeta(pfd, base, hdr, mode, false)
-}
-
 func (x *extractor) link(pfd int, base, linkname string) error {
 	target, err := cleanRel(linkname)
 	if err != nil {
@@ -282,7 +334,11 @@ func (x *extractor) markOpaque(dir string) error {
 			return err
 		}
 	}
-	return unix.Fsetxattr(fd, opaqueXattr, []byte("y"), 0)
+	if err := unix.Fsetxattr(fd, opaqueXattr, []byte("y"), 0); err != nil {
+		return err
+	}
+	x.opaques = append(x.opaques, dir)
+	return nil
 }
 
 // setMeta applies ownership, mode, xattrs (directories) and mtime to base.

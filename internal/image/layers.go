@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -22,30 +23,126 @@ import (
 // r's bytes. Adding a layer the store holds already returns its digest and
 // stores nothing new. Safe for concurrent use.
 func (s *Store) AddLayerFromTar(ctx context.Context, r io.Reader) (Digest, error) {
+	return s.addLayer(ctx, func(x *extractor) error { return x.readTar(ctx, r) })
+}
+
+// addLayer makes a new directory under tmp/, has fill extract a layer into
+// it and stores the result (see storeTree).
+func (s *Store) addLayer(ctx context.Context, fill func(x *extractor) error) (Digest, error) {
 	tmp, err := os.MkdirTemp(s.tmpDir(), "layer-")
 	if err != nil {
 		return "", fmt.Errorf("add layer: %w", err)
 	}
-	defer os.RemoveAll(tmp) // a no-op once renamed into place
+	ok := false
+	defer func() {
+		if !ok {
+			os.RemoveAll(tmp)
+		} else if _, err := os.Lstat(tmp); err == nil {
+			s.trash.add(tmp) // the store held the layer already
+		}
+	}()
 	if err := os.Chmod(tmp, 0o755); err != nil {
 		return "", fmt.Errorf("add layer: %w", err)
 	}
-	if err := extractTar(ctx, r, tmp); err != nil {
+	x, err := newExtractor(tmp)
+	if err != nil {
 		return "", fmt.Errorf("add layer: %w", err)
 	}
+	err = fill(x)
+	if err == nil {
+		err = x.finishDirs()
+	}
+	x.close()
+	if err != nil {
+		return "", fmt.Errorf("add layer: %w", err)
+	}
+	d, err := s.storeTree(ctx, tmp, x.plan(""))
+	if err != nil {
+		return "", fmt.Errorf("add layer: %w", err)
+	}
+	ok = true
+	return d, nil
+}
+
+// storeTree stores the complete tree at tmp (a directory under tmp/ that the
+// caller gives up) as a layer and returns its digest: the tree is digested
+// while it is made durable (see makeDurable), then renamed into place and
+// recorded, so a layer is visible only once all of it is durable. When the
+// store holds the layer already, tmp is left for the caller to remove.
+func (s *Store) storeTree(ctx context.Context, tmp string, plan syncPlan) (Digest, error) {
+	synced := make(chan error, 1)
+	go func() { synced <- makeDurable(tmp, plan) }()
 	h := sha256.New()
 	size, err := writeCanonicalTar(ctx, tmp, h)
+	if serr := <-synced; err == nil && serr != nil {
+		return "", serr
+	}
 	if err != nil {
-		return "", fmt.Errorf("add layer: digest: %w", err)
+		return "", fmt.Errorf("digest: %w", err)
 	}
 	d := digestFromSum(h.Sum(nil))
-	if err := syncfs(tmp); err != nil {
-		return "", fmt.Errorf("add layer: %w", err)
-	}
 	if err := s.commitLayer(ctx, tmp, d, size); err != nil {
-		return "", fmt.Errorf("add layer %s: %w", d, err)
+		return "", fmt.Errorf("%s: %w", d, err)
 	}
 	return d, nil
+}
+
+// syncPlan says how to make an extracted tree durable: with ok, an fsync of
+// each of files, then of each of dirs (paths relative to the tree's root,
+// directories deepest first) and of the root; without, a syncfs.
+type syncPlan struct {
+	files, dirs []string
+	ok          bool
+}
+
+// below returns the plan with its paths made relative to dir, which they
+// all lie in (dir itself is the new root).
+func (p syncPlan) below(dir string) syncPlan {
+	out := syncPlan{ok: p.ok}
+	for _, f := range p.files {
+		out.files = append(out.files, strings.TrimPrefix(f, dir+"/"))
+	}
+	for _, d := range p.dirs {
+		if d != dir {
+			out.dirs = append(out.dirs, strings.TrimPrefix(d, dir+"/"))
+		}
+	}
+	return out
+}
+
+// makeDurable flushes the tree at root to disk as plan says. An fsync that
+// fails (a path a later entry replaced) falls back to syncfs.
+func makeDurable(root string, plan syncPlan) error {
+	if plan.ok && fsyncAll(root, plan) == nil {
+		return nil
+	}
+	return syncfs(root)
+}
+
+func fsyncAll(root string, plan syncPlan) error {
+	for _, f := range plan.files {
+		if err := fsyncPath(filepath.Join(root, f), unix.O_RDONLY|unix.O_NOFOLLOW); err != nil {
+			return err
+		}
+	}
+	for _, d := range append(plan.dirs, "") {
+		if err := fsyncPath(filepath.Join(root, d), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func fsyncPath(p string, flags int) error {
+	fd, err := unix.Open(p, flags|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &os.PathError{Op: "open", Path: p, Err: err}
+	}
+	defer unix.Close(fd)
+	if err := unix.Fsync(fd); err != nil {
+		return &os.PathError{Op: "fsync", Path: p, Err: err}
+	}
+	return nil
 }
 
 // commitLayer renames the extracted tree tmp to its place and records it,
@@ -139,19 +236,20 @@ func fsyncDir(dir string) error {
 	return f.Sync()
 }
 
-// removeLayerDirs moves the given layers' directories into tmp/ and deletes
-// them there; a crash midway leaves only tmp/ debris, which Startup clears.
+// removeLayerDirs moves the given layers' directories into tmp/, where the
+// trash deletes them; a crash midway leaves only tmp/ debris, which Startup
+// clears.
 func (s *Store) removeLayerDirs(ds []Digest) error {
 	var errs []error
 	for _, d := range ds {
-		trash, err := os.MkdirTemp(s.tmpDir(), "gone-")
+		gone, err := os.MkdirTemp(s.tmpDir(), "gone-")
 		if err != nil {
 			return err
 		}
-		if err := os.Rename(s.LayerPath(d), filepath.Join(trash, "layer")); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := os.Rename(s.LayerPath(d), filepath.Join(gone, "layer")); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 		}
-		errs = append(errs, os.RemoveAll(trash))
+		s.trash.add(gone)
 	}
 	return errors.Join(errs...)
 }

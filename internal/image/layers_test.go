@@ -101,6 +101,7 @@ func TestAddLayerFromDirRoundTrip(t *testing.T) {
 	if d2 != d {
 		t.Fatalf("same tree again: got %s, want %s", d2, d)
 	}
+	s.trash.wait() // the duplicate's extraction goes in the background
 	var n int
 	must(t, s.db.QueryRow(`SELECT COUNT(*) FROM layers`).Scan(&n))
 	ents, _ := os.ReadDir(s.layersDir())

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Clock gives the time recorded in the metadata. Tests pass a fake.
@@ -45,6 +47,8 @@ type Store struct {
 	mu sync.Mutex
 	// buildMu serialises EnsureBase.
 	buildMu sync.Mutex
+	// trash removes the trees under tmp/ nobody needs any more.
+	trash *trash
 }
 
 // New returns a store rooted at root (created if needed). db must carry the
@@ -54,7 +58,7 @@ func New(db *sql.DB, root string, log *slog.Logger, clock Clock, bases BaseConfi
 	if err != nil {
 		return nil, fmt.Errorf("image store root: %w", err)
 	}
-	s := &Store{db: db, root: root, log: log, clock: clock, bases: bases}
+	s := &Store{db: db, root: root, log: log, clock: clock, bases: bases, trash: newTrash(log)}
 	for _, d := range []string{s.layersDir(), s.tmpDir()} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("image store: %w", err)
@@ -66,7 +70,35 @@ func New(db *sql.DB, root string, log *slog.Logger, clock Clock, bases BaseConfi
 			return nil, fmt.Errorf("image store: %w", err)
 		}
 	}
+	if err := markTopDir(s.tmpDir()); err != nil {
+		log.Debug("image store: tmp/ not marked as a top directory", "err", err)
+	}
 	return s, nil
+}
+
+// fsTopDirFL is FS_TOPDIR_FL (chattr +T): "the top of a directory
+// hierarchy" for ext2/3/4's Orlov allocator.
+const fsTopDirFL = 0x00020000
+
+// markTopDir sets FS_TOPDIR_FL on dir, where layers are extracted. ext4 then
+// spreads the directories made in dir over block groups, as it does those of
+// a filesystem's root, instead of packing them beside dir. That matters on
+// ext4 without a journal (this project's machines): allocating an inode
+// there skips, one by one, every free inode of the group that was deleted
+// recently, so extracting 12,800 files beside a tree just removed (a
+// duplicate layer, a deleted image) cost 230-330 µs a file instead of 30-45.
+// Filesystems without the flag refuse it; that is no error for the store.
+func markTopDir(dir string) error {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	flags, err := unix.IoctlGetInt(fd, unix.FS_IOC_GETFLAGS)
+	if err != nil || flags&fsTopDirFL != 0 {
+		return err
+	}
+	return unix.IoctlSetPointerInt(fd, unix.FS_IOC_SETFLAGS, flags|fsTopDirFL)
 }
 
 func (s *Store) layersDir() string { return filepath.Join(s.root, "layers", "sha256") }

@@ -6,11 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -30,40 +30,201 @@ func keptXattr(name string) bool {
 // writeCanonicalTar writes the canonical tar of the tree at dir to w (the
 // package comment defines it) and returns the number of bytes written.
 // It reads dir without following symlinks.
+//
+// The tar goes out in one stream, in walk order, but the work behind each
+// entry (lstat, extended attributes, reading a small file whole) is done
+// ahead by a few goroutines, so that the system calls overlap with w's work
+// (hashing, usually) instead of adding to it.
 func writeCanonicalTar(ctx context.Context, dir string, w io.Writer) (int64, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	work := make(chan *canonEntry, 2*canonWorkers)
+	order := make(chan *canonEntry, canonWindow)
+	var walkErr error
+	go func() {
+		defer close(order)
+		defer close(work)
+		walkErr = walkSorted(ctx, dir, "", func(e *canonEntry) bool {
+			select {
+			case work <- e:
+			case <-ctx.Done():
+				return false
+			}
+			select {
+			case order <- e:
+				return true
+			case <-ctx.Done():
+				return false
+			}
+		})
+	}()
+	var wg sync.WaitGroup
+	for range canonWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for e := range work {
+				e.prepare(ctx)
+				close(e.ready)
+			}
+		}()
+	}
+	defer wg.Wait()
+
 	cw := &countingWriter{w: w}
 	tw := tar.NewWriter(cw)
 	links := map[[2]uint64]string{} // (dev, ino) -> first name
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
+	var err error
+	for e := range order {
+		<-e.ready
+		if err == nil {
+			if err = ctx.Err(); err == nil {
+				err = e.write(tw, links)
+			}
+			if err != nil {
+				cancel() // the walker stops; what is queued drains below
+			}
 		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if p == dir {
-			return nil
-		}
-		rel, err := filepath.Rel(dir, p)
-		if err != nil {
-			return err
-		}
-		return writeEntry(tw, p, filepath.ToSlash(rel), links)
-	})
-	if err != nil {
-		return cw.n, fmt.Errorf("tar %s: %w", dir, err)
+		e.release()
 	}
-	if err := tw.Close(); err != nil {
+	if err == nil {
+		err = walkErr
+	}
+	if err == nil {
+		err = tw.Close()
+	}
+	if err != nil {
 		return cw.n, fmt.Errorf("tar %s: %w", dir, err)
 	}
 	return cw.n, nil
 }
 
-func writeEntry(tw *tar.Writer, p, rel string, links map[[2]uint64]string) error {
-	var st unix.Stat_t
-	if err := unix.Lstat(p, &st); err != nil {
-		return &os.PathError{Op: "lstat", Path: p, Err: err}
+const (
+	// canonWindow bounds the entries prepared ahead of the writer, and with
+	// readAheadMax the memory they hold.
+	canonWindow = 64
+	// readAheadMax is the largest file read whole ahead of the writer;
+	// bigger ones are streamed by the writer.
+	readAheadMax = 256 << 10
+	canonWorkers = 2
+)
+
+var readAheadPool = sync.Pool{New: func() any { b := make([]byte, readAheadMax+1); return &b }}
+
+// canonEntry is one entry of a canonical tar, prepared ahead of its turn.
+type canonEntry struct {
+	path, rel string
+	// Filled by prepare before ready is closed.
+	st     unix.Stat_t
+	xattrs map[string]string
+	link   string  // symlink target
+	body   *[]byte // the whole contents of a small regular file, or nil
+	err    error
+	ready  chan struct{}
+}
+
+// walkSorted calls emit for every entry below root/rel, depth first, each
+// directory's entries sorted by name (filepath.WalkDir's order), without
+// following symlinks. It stops when emit returns false.
+func walkSorted(ctx context.Context, root, rel string, emit func(*canonEntry) bool) error {
+	ents, err := os.ReadDir(filepath.Join(root, rel))
+	if err != nil {
+		return err
 	}
+	for _, ent := range ents {
+		r := ent.Name()
+		if rel != "" {
+			r = rel + "/" + r
+		}
+		e := &canonEntry{path: filepath.Join(root, r), rel: r, ready: make(chan struct{})}
+		if !emit(e) {
+			return ctx.Err()
+		}
+		if ent.IsDir() {
+			if err := walkSorted(ctx, root, r, emit); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// prepare does the system calls of e: lstat, extended attributes, the
+// symlink target, and a small regular file's contents.
+func (e *canonEntry) prepare(ctx context.Context) {
+	if e.err = ctx.Err(); e.err != nil {
+		return
+	}
+	if err := unix.Lstat(e.path, &e.st); err != nil {
+		e.err = &os.PathError{Op: "lstat", Path: e.path, Err: err}
+		return
+	}
+	if e.xattrs, e.err = readXattrs(e.path); e.err != nil {
+		return
+	}
+	switch e.st.Mode & unix.S_IFMT {
+	case unix.S_IFLNK:
+		e.link, e.err = os.Readlink(e.path)
+	case unix.S_IFREG:
+		if e.st.Size == 0 || e.st.Size > readAheadMax {
+			return
+		}
+		b := readAheadPool.Get().(*[]byte)
+		n, err := readFileInto(e.path, (*b)[:e.st.Size+1])
+		switch {
+		case err != nil:
+			e.err = err
+		case int64(n) != e.st.Size:
+			e.err = fmt.Errorf("%s: changed size while being read", e.rel)
+		default:
+			e.body = b
+			return
+		}
+		readAheadPool.Put(b)
+	}
+}
+
+// readFileInto reads the file at p into b until b is full or the file ends.
+// It makes three system calls for a file that fits in one read (os.Open
+// makes several more, and system calls are dear on these virtual machines).
+func readFileInto(p string, b []byte) (int, error) {
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 0, &os.PathError{Op: "open", Path: p, Err: err}
+	}
+	defer unix.Close(fd)
+	n := 0
+	for n < len(b) {
+		m, err := unix.Pread(fd, b[n:], int64(n))
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return n, &os.PathError{Op: "read", Path: p, Err: err}
+		}
+		n += m
+		if m == 0 || n < len(b) {
+			break // a short read of a regular file is its end
+		}
+	}
+	return n, nil
+}
+
+func (e *canonEntry) release() {
+	if e.body != nil {
+		readAheadPool.Put(e.body)
+		e.body = nil
+	}
+}
+
+// write writes e's tar entry (and the opaque marker after an opaque
+// directory). links maps the (dev, ino) of files with several names to the
+// first name written.
+func (e *canonEntry) write(tw *tar.Writer, links map[[2]uint64]string) error {
+	if e.err != nil {
+		return e.err
+	}
+	st, rel := &e.st, e.rel
 	hdr := &tar.Header{
 		Name:    rel,
 		Mode:    int64(st.Mode & 0o7777),
@@ -71,11 +232,7 @@ func writeEntry(tw *tar.Writer, p, rel string, links map[[2]uint64]string) error
 		Gid:     int(st.Gid),
 		ModTime: time.Unix(st.Mtim.Sec, 0),
 	}
-	xattrs, err := readXattrs(p)
-	if err != nil {
-		return err
-	}
-	for k, v := range xattrs {
+	for k, v := range e.xattrs {
 		if keptXattr(k) {
 			if hdr.PAXRecords == nil {
 				hdr.PAXRecords = map[string]string{}
@@ -83,7 +240,7 @@ func writeEntry(tw *tar.Writer, p, rel string, links map[[2]uint64]string) error
 			hdr.PAXRecords["SCHILY.xattr."+k] = v
 		}
 	}
-	var body *os.File
+	body := false
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFDIR:
 		hdr.Typeflag = tar.TypeDir
@@ -98,15 +255,9 @@ func writeEntry(tw *tar.Writer, p, rel string, links map[[2]uint64]string) error
 			links[key] = rel
 		}
 		hdr.Typeflag, hdr.Size = tar.TypeReg, st.Size
-		if body, err = os.Open(p); err != nil {
-			return err
-		}
-		defer body.Close()
+		body = true
 	case unix.S_IFLNK:
-		hdr.Typeflag = tar.TypeSymlink
-		if hdr.Linkname, err = os.Readlink(p); err != nil {
-			return err
-		}
+		hdr.Typeflag, hdr.Linkname = tar.TypeSymlink, e.link
 	case unix.S_IFCHR, unix.S_IFBLK:
 		hdr.Typeflag = tar.TypeChar
 		if st.Mode&unix.S_IFMT == unix.S_IFBLK {
@@ -127,22 +278,118 @@ func writeEntry(tw *tar.Writer, p, rel string, links map[[2]uint64]string) error
 	if err := tw.WriteHeader(hdr); err != nil {
 		return fmt.Errorf("%s: %w", rel, err)
 	}
-	if body != nil {
-		n, err := io.Copy(tw, body)
-		if err != nil {
+	if body {
+		if err := e.writeBody(tw); err != nil {
 			return fmt.Errorf("%s: %w", rel, err)
 		}
-		if n != st.Size {
-			return fmt.Errorf("%s: changed size while being read", rel)
-		}
 	}
-	if hdr.Typeflag == tar.TypeDir && xattrs[opaqueXattr] == "y" {
+	if hdr.Typeflag == tar.TypeDir && e.xattrs[opaqueXattr] == "y" {
 		return tw.WriteHeader(&tar.Header{
 			Name: rel + "/" + opaqueMarker, Typeflag: tar.TypeReg, ModTime: time.Unix(0, 0),
 		})
 	}
 	return nil
 }
+
+// writeBody writes the contents of the regular file e: read whole by
+// prepare, or streamed now.
+func (e *canonEntry) writeBody(tw *tar.Writer) error {
+	if e.st.Size == 0 {
+		return nil
+	}
+	if e.body != nil {
+		_, err := tw.Write((*e.body)[:e.st.Size])
+		return err
+	}
+	f, err := os.Open(e.path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	n, err := copyReadAhead(tw, f)
+	if err == nil && n != e.st.Size {
+		err = errors.New("changed size while being read")
+	}
+	if errors.Is(err, tar.ErrWriteTooLong) {
+		err = errors.New("changed size while being read")
+	}
+	return err
+}
+
+// copyReadAhead copies f to w while a goroutine reads f a few blocks ahead,
+// so that reading (a copy out of the page cache) overlaps with w's work (a
+// hash). It returns the bytes copied; the goroutine is done when it returns.
+func copyReadAhead(w io.Writer, f *os.File) (int64, error) {
+	type block struct {
+		b   *[]byte
+		n   int
+		err error
+	}
+	const depth = 3
+	free, full := make(chan *[]byte, depth), make(chan block, depth)
+	for range depth {
+		free <- readAheadBlocks.Get().(*[]byte)
+	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		defer close(full)
+		for {
+			var b *[]byte
+			select {
+			case b = <-free:
+			case <-stop:
+				return
+			}
+			n, err := io.ReadFull(f, *b)
+			if err == io.ErrUnexpectedEOF {
+				err = io.EOF
+			}
+			select {
+			case full <- block{b, n, err}:
+			case <-stop:
+				readAheadBlocks.Put(b)
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	defer func() {
+		close(stop)
+		<-done
+		for b := range full {
+			readAheadBlocks.Put(b.b)
+		}
+		for len(free) > 0 {
+			readAheadBlocks.Put(<-free)
+		}
+	}()
+	var total int64
+	for blk := range full {
+		if blk.n > 0 {
+			n, err := w.Write((*blk.b)[:blk.n])
+			total += int64(n)
+			if err != nil {
+				readAheadBlocks.Put(blk.b)
+				return total, err
+			}
+		}
+		if blk.err == io.EOF {
+			readAheadBlocks.Put(blk.b)
+			return total, nil
+		}
+		if blk.err != nil {
+			readAheadBlocks.Put(blk.b)
+			return total, blk.err
+		}
+		free <- blk.b
+	}
+	return total, nil
+}
+
+var readAheadBlocks = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
 
 // splitRel splits a slash-separated relative path into "dir/" (or "") and base.
 func splitRel(rel string) (string, string) {

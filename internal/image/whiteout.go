@@ -2,6 +2,7 @@ package image
 
 import (
 	"archive/tar"
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -33,8 +34,29 @@ import (
 // from a whiteout once in OCI form: it is refused with ErrFailedPrecondition
 // naming it. w is not closed.
 func ConvertUpperTar(ctx context.Context, r io.Reader, w io.Writer, keep func(rel string) bool) error {
-	tr := tar.NewReader(r)
 	tw := tar.NewWriter(w)
+	err := convertUpper(ctx, r, keep, func(hdr *tar.Header, body io.Reader) error {
+		if err := tw.WriteHeader(hdr); err != nil {
+			return fmt.Errorf("layer tar %s: %w", hdr.Name, err)
+		}
+		if body != nil {
+			if _, err := io.Copy(tw, body); err != nil {
+				return fmt.Errorf("layer tar %s: %w", hdr.Name, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return tw.Close()
+}
+
+// convertUpper reads the overlay upper tar from r and hands each entry, in
+// the OCI form ConvertUpperTar writes, to emit, with its contents (regular
+// files) or nil. emit must be done with body when it returns.
+func convertUpper(ctx context.Context, r io.Reader, keep func(rel string) bool, emit func(hdr *tar.Header, body io.Reader) error) error {
+	tr := tar.NewReader(bufio.NewReaderSize(r, readBufSize))
 	var droppedDirs []string // prefixes "dir/" of dropped directories
 	dropped := map[string]bool{}
 	under := func(rel string) bool {
@@ -111,23 +133,22 @@ func ConvertUpperTar(ctx context.Context, r io.Reader, w io.Writer, keep func(re
 			}
 			out.Linkname = target
 		}
-		if err := tw.WriteHeader(out); err != nil {
-			return fmt.Errorf("layer tar %s: %w", rel, err)
+		var body io.Reader
+		if (out.Typeflag == tar.TypeReg || out.Typeflag == tar.TypeRegA) && out.Size > 0 {
+			body = tr
 		}
-		if hdr.Typeflag == tar.TypeReg || hdr.Typeflag == tar.TypeRegA {
-			if _, err := io.Copy(tw, tr); err != nil {
-				return fmt.Errorf("layer tar %s: %w", rel, err)
-			}
+		if err := emit(out, body); err != nil {
+			return err
 		}
 		if opaque && hdr.Typeflag == tar.TypeDir {
-			if err := tw.WriteHeader(&tar.Header{
+			if err := emit(&tar.Header{
 				Name: rel + "/" + opaqueMarker, Typeflag: tar.TypeReg, ModTime: time.Unix(0, 0), Format: tar.FormatPAX,
-			}); err != nil {
-				return fmt.Errorf("layer tar %s: %w", rel, err)
+			}, nil); err != nil {
+				return err
 			}
 		}
 	}
-	return tw.Close()
+	return nil
 }
 
 // KeepExcept returns a keep function for ConvertUpperTar that drops the
@@ -151,19 +172,11 @@ func KeepExcept(paths ...string) func(rel string) bool {
 // AddLayerFromUpperTar stores the overlay upper tar read from r (see
 // ConvertUpperTar, whose keep it takes) as a layer and returns its digest.
 // Identical layers are stored once.
+//
+// It reads r once: entries are converted and extracted as they come, with no
+// intermediate tar.
 func (s *Store) AddLayerFromUpperTar(ctx context.Context, r io.Reader, keep func(rel string) bool) (Digest, error) {
-	pr, pw := io.Pipe()
-	done := make(chan error, 1)
-	go func() {
-		err := ConvertUpperTar(ctx, r, pw, keep)
-		pw.CloseWithError(err)
-		done <- err
-	}()
-	d, err := s.AddLayerFromTar(ctx, pr)
-	pr.CloseWithError(errors.New("reader closed"))
-	if cerr := <-done; cerr != nil {
-		// The conversion's error says more than the extraction's broken pipe.
-		return "", fmt.Errorf("add layer: %w", cerr)
-	}
-	return d, err
+	return s.addLayer(ctx, func(x *extractor) error {
+		return convertUpper(ctx, r, keep, x.add)
+	})
 }

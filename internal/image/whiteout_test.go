@@ -131,3 +131,25 @@ func TestAddLayerFromUpperTar(t *testing.T) {
 		t.Errorf("same diff again: got %s, %v; want %s (stored once)", again, err, d)
 	}
 }
+
+// Converting and extracting in one pass stores what converting to an OCI
+// tar, then adding that tar stores.
+func TestAddLayerFromUpperTarOnePass(t *testing.T) {
+	requireRoot(t)
+	ctx := context.Background()
+	in := upperTar(t, &tar.Header{Name: "./big", Typeflag: tar.TypeReg, Mode: 0o600, Size: 3 << 20, ModTime: time.Unix(1_700_000_001, 0)})
+	s1, _ := newTestStore(t, BaseConfig{})
+	one, err := s1.AddLayerFromUpperTar(ctx, bytes.NewReader(in), KeepExcept("/.sandboxd"))
+	must(t, err)
+	var oci bytes.Buffer
+	must(t, ConvertUpperTar(ctx, bytes.NewReader(in), &oci, KeepExcept("/.sandboxd")))
+	s2, _ := newTestStore(t, BaseConfig{})
+	two, err := s2.AddLayerFromTar(ctx, &oci)
+	must(t, err)
+	if one != two {
+		t.Fatalf("one pass: got %s, want %s (convert, then add)", one, two)
+	}
+	if got := treeDigest(t, s1.LayerPath(one)); got != one {
+		t.Fatalf("stored layer reads back as %s, want %s", got, one)
+	}
+}

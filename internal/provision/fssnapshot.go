@@ -15,12 +15,31 @@ type UpperTarrer interface {
 	TarRootfsUpper(ctx context.Context, id, file string) error
 }
 
+// UpperStreamer is the faster form of UpperTarrer, used when the engine has
+// it: the tar goes to a file the daemon reads while the sentry writes it (see
+// runtime.TarRootfsUpperTo and upperStream).
+type UpperStreamer interface {
+	TarRootfsUpperTo(ctx context.Context, id string, w *os.File) error
+}
+
 var _ sandbox.RootfsDiffer = (*Provisioner)(nil)
 
-// RootfsDiff writes the upper layer of sandbox h's root overlay to an
-// unlinked file in the sandbox's directory and returns it open at its start.
-// The agent's mount points are listed for exclusion.
+// agentExclude lists the agent's mount points, which are no part of a diff.
+func agentExclude() []string { return []string{"/.sandboxd"} }
+
+// RootfsDiff returns the upper layer of sandbox h's root overlay as a tar.
+// With an UpperStreamer engine the tar streams in while the caller reads it
+// (see upperStream); otherwise it is written whole to an unlinked file in
+// the sandbox's directory first. The agent's mount points are listed for
+// exclusion. The caller closes the Tar; ctx must stay live until then.
 func (p *Provisioner) RootfsDiff(ctx context.Context, h sandbox.Handle) (sandbox.RootfsDiff, error) {
+	if s, ok := p.engine.(UpperStreamer); ok {
+		st, err := streamUpper(ctx, s, h.ID, p.sandboxDir(h.ID))
+		if err != nil {
+			return sandbox.RootfsDiff{}, err
+		}
+		return sandbox.RootfsDiff{Tar: st, Exclude: agentExclude()}, nil
+	}
 	t, ok := p.engine.(UpperTarrer)
 	if !ok {
 		return sandbox.RootfsDiff{}, errdefs.FailedPrecondition("the engine cannot read root filesystem changes")
@@ -39,5 +58,5 @@ func (p *Provisioner) RootfsDiff(ctx context.Context, h sandbox.Handle) (sandbox
 	if err != nil {
 		return sandbox.RootfsDiff{}, fmt.Errorf("rootfs diff: %w", err)
 	}
-	return sandbox.RootfsDiff{Tar: g, Exclude: []string{"/.sandboxd"}}, nil
+	return sandbox.RootfsDiff{Tar: g, Exclude: agentExclude()}, nil
 }

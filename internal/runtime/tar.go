@@ -2,8 +2,16 @@ package runtime
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"net"
+	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/sandboxd/sandboxd/internal/errdefs"
 )
@@ -32,4 +40,133 @@ func (r *Runtime) TarRootfsUpper(ctx context.Context, id, file string) error {
 	args := append(r.globalArgs(id), "tar", "rootfs-upper", "--file", file, id)
 	_, err := r.cmd.run(ctx, invocation{args: args})
 	return classify(err, "tar rootfs-upper "+id)
+}
+
+// TarRootfsUpperTo writes the tar TarRootfsUpper writes (same form) to w (a
+// file or a pipe), so that the caller can read it while the sentry writes
+// it. It asks the sandbox's control server directly, as `runsc tar
+// rootfs-upper` does, without starting runsc (a runsc start costs about 30
+// ms here). The sentry gets its own copy of w, which it writes at w's
+// offset and has closed when this returns; the caller still owns w. The
+// sentry holds its filesystem's lock while it writes. Into a pipe whose
+// reader closed its end, the sentry stops with an error (EPIPE); into a
+// file it cannot be stopped. A cancelled ctx makes this return at once, but
+// the sentry writes on.
+//
+// Errors: ErrNotFound for an unknown id, ErrUnavailable when the control
+// server cannot be reached, the sentry's error text otherwise.
+func (r *Runtime) TarRootfsUpperTo(ctx context.Context, id string, w *os.File) error {
+	if err := r.mustExist(id); err != nil {
+		return fmt.Errorf("tar rootfs-upper: %w", err)
+	}
+	sock, err := r.controlSocket(id)
+	if err != nil {
+		return fmt.Errorf("tar rootfs-upper %s: %w", id, err)
+	}
+	arg := struct {
+		ContainerID string `json:"ContainerID"`
+	}{id}
+	if err := controlCall(ctx, sock, "Fs.TarRootfsUpperLayer", arg, w); err != nil {
+		return fmt.Errorf("tar rootfs-upper %s: %w", id, err)
+	}
+	return nil
+}
+
+// controlSocket returns the path of the control server socket of sandbox
+// id, as runsc recorded it in its state file.
+func (r *Runtime) controlSocket(id string) (string, error) {
+	// runsc names the file "<container id>_sandbox:<sandbox id>.state".
+	b, err := os.ReadFile(filepath.Join(r.cfg.RootDir, id+"_sandbox:"+id+".state"))
+	if errors.Is(err, os.ErrNotExist) {
+		return "", errdefs.NotFound("container %s", id)
+	}
+	if err != nil {
+		return "", err
+	}
+	var st struct {
+		Sandbox struct {
+			ControlSocketPath string `json:"controlSocketPath"`
+		} `json:"sandbox"`
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		return "", fmt.Errorf("parse state file: %w", err)
+	}
+	if st.Sandbox.ControlSocketPath == "" {
+		return "", errdefs.Unavailable("no control socket recorded for %s", id)
+	}
+	return st.Sandbox.ControlSocketPath, nil
+}
+
+// controlCall makes one call of gVisor's control protocol (urpc) on the
+// stream socket at sock: a JSON object {"method", "arg"} whose first bytes
+// carry the files as SCM_RIGHTS, answered by a JSON object {"success",
+// "err", "result"}. The result is not needed here and is discarded.
+func controlCall(ctx context.Context, sock, method string, arg any, files ...*os.File) error {
+	req, err := json.Marshal(struct {
+		Method string `json:"method"`
+		Arg    any    `json:"arg"`
+	}{method, arg})
+	if err != nil {
+		return err
+	}
+	if len(sock) >= len(unix.RawSockaddrUnix{}.Path) {
+		// Too long for a socket address: name it through a descriptor, as
+		// runsc does.
+		fd, err := unix.Open(sock, unix.O_PATH|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return errdefs.Unavailable("control socket %s: %v", sock, err)
+		}
+		defer unix.Close(fd)
+		sock = "/proc/self/fd/" + strconv.Itoa(fd)
+	}
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", sock)
+	if err != nil {
+		return errdefs.Unavailable("control socket: %v", err)
+	}
+	conn := c.(*net.UnixConn)
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+
+	fds := make([]int, len(files))
+	for i, f := range files {
+		fds[i] = int(f.Fd())
+	}
+	if _, _, err := conn.WriteMsgUnix(req, unix.UnixRights(fds...), nil); err != nil {
+		return ctxOr(ctx, fmt.Errorf("control call %s: %w", method, err))
+	}
+	var res struct {
+		Success bool   `json:"success"`
+		Err     string `json:"err"`
+	}
+	if err := json.NewDecoder(conn).Decode(&res); err != nil {
+		return ctxOr(ctx, fmt.Errorf("control call %s: %w", method, err))
+	}
+	if !res.Success {
+		return remoteError(res.Err)
+	}
+	return nil
+}
+
+// ctxOr returns ctx's error, classed, when ctx is done, else err.
+func ctxOr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return classify(ctx.Err(), "control call")
+	}
+	return err
+}
+
+// remoteError classes the sentry's error text as runsc's is classed.
+func remoteError(text string) error {
+	d := strings.ToLower(text)
+	for _, m := range textClasses {
+		if strings.Contains(d, m.text) {
+			return fmt.Errorf("%w: %s", m.class, text)
+		}
+	}
+	if strings.Contains(d, "not an overlayfs") {
+		return errdefs.FailedPrecondition("%s", text)
+	}
+	return errors.New(text)
 }

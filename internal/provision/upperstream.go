@@ -1,0 +1,177 @@
+package provision
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	// tailPoll is how long a reader that caught up with the sentry waits
+	// before it looks at the file again (the end of the engine call wakes
+	// it at once).
+	tailPoll = time.Millisecond
+	// punchEvery is how much has to be read before it is punched out of the
+	// file.
+	punchEvery = 4 << 20
+)
+
+// upperStream is a rootfs diff that the sentry writes into an unlinked file
+// while the daemon reads it, as tail -f would: the daemon extracts while the
+// sentry writes. A file rather than a pipe, because the sentry writes each
+// entry with two small writes, and a pipe wakes its reader at every one: the
+// sentry's tar of 12,800 files of 16 KiB took 0.8-1.4 s into a pipe, 0.5-0.6
+// s into a file in memory, 0.3-0.5 s into /dev/null. And the sentry holds its
+// filesystem's lock while it writes, so it had better not wait for the
+// reader's pace.
+//
+// The file lives in the sandbox's directory. What has been read is punched
+// out of it, so it holds about what the reader lags behind; its pages are
+// page cache, charged like the sentry's other writes and reclaimable.
+//
+// Read returns io.EOF only once the engine reported success: a tar cut short
+// by an engine error ends with that error, never with a clean end. Close
+// waits for the engine call to end (the sentry cannot be stopped midway; it
+// writes on into the file, which goes away with it) and is idempotent. Read
+// and Close are not safe for concurrent use.
+type upperStream struct {
+	*tailFile
+	// To start again (Seek).
+	ctx    context.Context
+	engine UpperStreamer
+	id     string
+	dir    string
+}
+
+// streamUpper starts s writing the upper layer of container id into an
+// unlinked file in dir and returns the stream reading it. ctx bounds the
+// engine call.
+func streamUpper(ctx context.Context, s UpperStreamer, id, dir string) (*upperStream, error) {
+	t, err := startTail(ctx, s, id, dir)
+	if err != nil {
+		return nil, err
+	}
+	return &upperStream{tailFile: t, ctx: ctx, engine: s, id: id, dir: dir}, nil
+}
+
+// Seek(0, io.SeekStart) starts the stream again from a new tar of the upper
+// layer (a later point in time than the first: the sandbox runs on). Other
+// seeks fail.
+func (u *upperStream) Seek(offset int64, whence int) (int64, error) {
+	if offset != 0 || whence != io.SeekStart {
+		return 0, errors.New("rootfs diff: can only start again from the beginning")
+	}
+	u.tailFile.Close()
+	t, err := startTail(u.ctx, u.engine, u.id, u.dir)
+	if err != nil {
+		return 0, err
+	}
+	u.tailFile = t
+	return 0, nil
+}
+
+// tailFile is one run of the engine writing the upper layer into a file.
+type tailFile struct {
+	f        *os.File
+	fd       int
+	off      int64 // read so far
+	punched  int64 // punched out so far
+	done     chan struct{}
+	err      error // the engine call's result; set before done is closed
+	timer    *time.Timer
+	closed   bool
+	closeErr error
+}
+
+func startTail(ctx context.Context, s UpperStreamer, id, dir string) (*tailFile, error) {
+	f, err := os.CreateTemp(dir, "rootfs-upper-*.tar")
+	if err != nil {
+		return nil, fmt.Errorf("rootfs diff: %w", err)
+	}
+	os.Remove(f.Name()) // it stays usable while open
+	t := &tailFile{f: f, fd: int(f.Fd()), done: make(chan struct{})}
+	go func() {
+		t.err = s.TarRootfsUpperTo(ctx, id, f)
+		close(t.done)
+	}()
+	return t, nil
+}
+
+func (t *tailFile) Read(p []byte) (int, error) {
+	if t.closed {
+		return 0, os.ErrClosed
+	}
+	for {
+		finished := false
+		select {
+		case <-t.done:
+			finished = true // then the size below is final
+		default:
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(t.fd, &st); err != nil {
+			return 0, fmt.Errorf("rootfs diff: %w", err)
+		}
+		if t.off < st.Size {
+			n := min(int64(len(p)), st.Size-t.off)
+			m, err := unix.Pread(t.fd, p[:n], t.off)
+			if err != nil && err != unix.EINTR {
+				return 0, fmt.Errorf("rootfs diff: %w", err)
+			}
+			t.off += int64(m)
+			t.punch()
+			return m, nil
+		}
+		if finished {
+			if t.err != nil {
+				return 0, fmt.Errorf("rootfs diff: %w", t.err)
+			}
+			return 0, io.EOF
+		}
+		t.wait()
+	}
+}
+
+// wait returns after tailPoll, or sooner when the engine call ends.
+func (t *tailFile) wait() {
+	if t.timer == nil {
+		t.timer = time.NewTimer(tailPoll)
+	} else {
+		t.timer.Reset(tailPoll)
+	}
+	select {
+	case <-t.done:
+		t.timer.Stop()
+	case <-t.timer.C:
+	}
+}
+
+// punch frees what has been read, in whole pages, every punchEvery bytes.
+// Only a saving: a filesystem that cannot punch holes keeps the pages.
+func (t *tailFile) punch() {
+	end := t.off &^ (4096 - 1)
+	if end-t.punched < punchEvery {
+		return
+	}
+	unix.Fallocate(t.fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, t.punched, end-t.punched)
+	t.punched = end
+}
+
+// Close waits for the engine call to end and releases the file.
+func (t *tailFile) Close() error {
+	if t.closed {
+		return t.closeErr
+	}
+	t.closed = true
+	<-t.done
+	if t.timer != nil {
+		t.timer.Stop()
+	}
+	t.closeErr = t.f.Close()
+	return t.closeErr
+}

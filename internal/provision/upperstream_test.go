@@ -1,0 +1,147 @@
+package provision
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// fakeStreamer writes data in pieces of piece bytes, pausing between them
+// (a sentry slower than the reader), then returns err. It counts calls.
+type fakeStreamer struct {
+	data  []byte
+	piece int
+	pause time.Duration
+	err   error
+	calls atomic.Int32
+	ended atomic.Bool
+}
+
+func (f *fakeStreamer) TarRootfsUpperTo(ctx context.Context, id string, w *os.File) error {
+	f.calls.Add(1)
+	defer f.ended.Store(true)
+	// The sentry writes through its own copy of the descriptor.
+	dup, err := os.OpenFile("/proc/self/fd/"+strconv.Itoa(int(w.Fd())), os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer dup.Close()
+	for rest := f.data; len(rest) > 0; {
+		n := min(len(rest), max(f.piece, 1))
+		if _, err := dup.Write(rest[:n]); err != nil {
+			return err
+		}
+		rest = rest[n:]
+		time.Sleep(f.pause)
+	}
+	return f.err
+}
+
+func payload(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i * 7)
+	}
+	return b
+}
+
+func TestUpperStream(t *testing.T) {
+	tests := []struct {
+		name    string
+		size    int
+		piece   int
+		pause   time.Duration
+		err     error
+		wantErr bool
+	}{
+		{"empty", 0, 0, 0, nil, false},
+		{"small", 1000, 1000, 0, nil, false},
+		{"written whole before it is read", 3*punchEvery + 17, 3*punchEvery + 17, 0, nil, false},
+		{"read while written", 3*punchEvery + 5, 300 << 10, time.Millisecond, nil, false},
+		{"engine fails after writing", 1<<20 + 3, 64 << 10, 0, errors.New("sentry: disk on fire"), true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := &fakeStreamer{data: payload(tc.size), piece: tc.piece, pause: tc.pause, err: tc.err}
+			u, err := streamUpper(context.Background(), f, "sb-x", t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer u.Close()
+			got, err := io.ReadAll(u)
+			if tc.wantErr {
+				if err == nil || !errors.Is(err, tc.err) {
+					t.Fatalf("got error %v, want %v (never a clean end)", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("got error %v, want none", err)
+			}
+			if !bytes.Equal(got, f.data) {
+				t.Fatalf("got %d bytes, want the %d written", len(got), len(f.data))
+			}
+		})
+	}
+}
+
+func TestUpperStreamCloseWaitsForTheEngine(t *testing.T) {
+	f := &fakeStreamer{data: payload(1 << 20), piece: 64 << 10, pause: 5 * time.Millisecond}
+	dir := t.TempDir()
+	u, err := streamUpper(context.Background(), f, "sb-x", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(u, make([]byte, 1000)); err != nil {
+		t.Fatal(err)
+	}
+	must(t, u.Close())
+	if !f.ended.Load() {
+		t.Fatal("Close returned while the engine call was still writing")
+	}
+	must(t, u.Close()) // idempotent
+	if _, err := u.Read(make([]byte, 10)); !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("Read after Close: got %v, want os.ErrClosed", err)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Fatalf("got %d files left in the sandbox directory, want none (the spool is unlinked)", len(ents))
+	}
+}
+
+func TestUpperStreamSeekStartsAgain(t *testing.T) {
+	f := &fakeStreamer{data: payload(2*punchEvery + 1), piece: 1 << 20}
+	u, err := streamUpper(context.Background(), f, "sb-x", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	if _, err := io.ReadFull(u, make([]byte, punchEvery+12345)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := u.Seek(0, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(u)
+	if err != nil || !bytes.Equal(got, f.data) {
+		t.Fatalf("after Seek: got %d bytes, %v; want all %d again", len(got), err, len(f.data))
+	}
+	if n := f.calls.Load(); n != 2 {
+		t.Fatalf("got %d engine calls, want 2", n)
+	}
+	if _, err := u.Seek(10, io.SeekStart); err == nil {
+		t.Fatal("Seek(10): got no error, want one")
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
