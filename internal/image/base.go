@@ -10,7 +10,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
 	"time"
 
 	"github.com/sandboxd/sandboxd/internal/errdefs"
@@ -238,11 +237,10 @@ func writeFileSync(path string, data []byte) error {
 // removeTree unmounts whatever is mounted below dir (a killed debootstrap
 // leaves proc and sys mounted in its target), then removes dir.
 func removeTree(dir string) error {
-	mounts, err := mountsUnder(dir)
+	mounts, err := MountPointsUnder(dir) // deepest first
 	if err != nil {
 		return err
 	}
-	sort.Sort(sort.Reverse(sort.StringSlice(mounts))) // deepest first
 	for _, m := range mounts {
 		if err := UnmountRootfs(m); err != nil {
 			return err

@@ -79,7 +79,7 @@ func TestAddDirLayer(t *testing.T) {
 			t.Errorf("%s: got %v, want %v", c.dir, err, c.class)
 		}
 	}
-	if left, _ := mountsUnder(s.tmpDir()); len(left) > 0 {
+	if left, _ := MountPointsUnder(s.tmpDir()); len(left) > 0 {
 		t.Errorf("mounts left under tmp: %v", left)
 	}
 }
@@ -124,7 +124,7 @@ func TestAddDirLayerOwnDirectory(t *testing.T) {
 	if wd := treeDigest(t, want); d != wd {
 		t.Errorf("got digest %s, want %s (the tree without overlay markers)", d, wd)
 	}
-	if left, _ := mountsUnder(s.tmpDir()); len(left) > 0 {
+	if left, _ := MountPointsUnder(s.tmpDir()); len(left) > 0 {
 		t.Errorf("mounts left under tmp: %v", left)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 
@@ -147,8 +148,10 @@ func UnmountRootfs(target string) error {
 	return fmt.Errorf("unmount rootfs %s: %w", target, err)
 }
 
-// mountsUnder lists the mount points at or below dir, from /proc/self/mountinfo.
-func mountsUnder(dir string) ([]string, error) {
+// MountPointsUnder lists the mount points at or below dir, deepest first
+// (the order to unmount them in), from /proc/self/mountinfo. A path mounted
+// several times is listed as often.
+func MountPointsUnder(dir string) ([]string, error) {
 	raw, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		return nil, err
@@ -164,6 +167,7 @@ func mountsUnder(dir string) ([]string, error) {
 			out = append(out, mp)
 		}
 	}
+	sort.SliceStable(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
 	return out, nil
 }
 

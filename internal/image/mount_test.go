@@ -27,7 +27,7 @@ func mountForTest(t *testing.T, s *Store, layers []Digest) string {
 
 func isMounted(t *testing.T, target string) bool {
 	t.Helper()
-	ms, err := mountsUnder(target)
+	ms, err := MountPointsUnder(target)
 	if err != nil {
 		t.Fatal(err)
 	}

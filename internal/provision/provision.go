@@ -342,7 +342,7 @@ func (p *Provisioner) removeDir(id string) error {
 		return err
 	}
 	// Never remove through a mount: it could reach stored layers.
-	if mps, err := mountPointsUnder(dir); err != nil || len(mps) > 0 {
+	if mps, err := image.MountPointsUnder(dir); err != nil || len(mps) > 0 {
 		return fmt.Errorf("remove sandbox dir: still mounted under it: %v %v", mps, err)
 	}
 	if err := os.RemoveAll(dir); err != nil {

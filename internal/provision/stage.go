@@ -7,9 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"sort"
-	"strconv"
-	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -79,7 +76,7 @@ func (p *Provisioner) prepareStage(ctx context.Context, dir string, staged []san
 // then the staging dir itself. Idempotent.
 func unmountStage(dir string) error {
 	st := stageDir(dir)
-	mps, err := mountPointsUnder(st)
+	mps, err := image.MountPointsUnder(st)
 	if err != nil {
 		return fmt.Errorf("unmount staging dir: %w", err)
 	}
@@ -212,7 +209,7 @@ func (p *Provisioner) SyncStage(ctx context.Context, h sandbox.Handle, staged []
 
 // isMountPoint reports whether path is a mount point of this mount namespace.
 func isMountPoint(path string) (bool, error) {
-	mps, err := mountPointsUnder(path)
+	mps, err := image.MountPointsUnder(path)
 	if err != nil {
 		return false, err
 	}
@@ -222,45 +219,4 @@ func isMountPoint(path string) (bool, error) {
 		}
 	}
 	return false, nil
-}
-
-// mountPointsUnder lists the mount points at or below dir, deepest first,
-// from /proc/self/mountinfo. A path mounted several times is listed as often.
-func mountPointsUnder(dir string) ([]string, error) {
-	raw, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for _, line := range strings.Split(string(raw), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 {
-			continue
-		}
-		mp := unescapeOctal(f[4])
-		if mp == dir || strings.HasPrefix(mp, dir+"/") {
-			out = append(out, mp)
-		}
-	}
-	sort.SliceStable(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
-	return out, nil
-}
-
-// unescapeOctal undoes mountinfo's octal escapes (\040 for a space).
-func unescapeOctal(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }

@@ -102,7 +102,7 @@ func TestStagingDir(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(staged, "g"), nil, 0o644); !errors.Is(err, unix.EROFS) {
 		t.Errorf("write through the staged dir: got %v, want EROFS", err)
 	}
-	if mps, _ := mountPointsUnder(staged); len(mps) != 1 {
+	if mps, _ := image.MountPointsUnder(staged); len(mps) != 1 {
 		t.Errorf("staged twice: got mounts %v, want one", mps)
 	}
 	if err := p.StageImage(ctx, h, "../x", img); !errors.Is(err, errdefs.ErrInvalidArgument) {
@@ -121,7 +121,7 @@ func TestStagingDir(t *testing.T) {
 	if err := p.removeDir(h.ID); err != nil {
 		t.Fatal(err)
 	}
-	if mps, _ := mountPointsUnder(root); len(mps) != 0 {
+	if mps, _ := image.MountPointsUnder(root); len(mps) != 0 {
 		t.Errorf("left mounted: %v", mps)
 	}
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
