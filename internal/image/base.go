@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sandboxd/sandboxd/internal/errdefs"
+	"github.com/sandboxd/sandboxd/internal/fsutil"
 )
 
 // builder makes the tree of one base image.
@@ -187,7 +188,7 @@ func (s *Store) buildBase(ctx context.Context, b builder, key, entry string, pro
 		return m, err
 	}
 	raw, _ := json.MarshalIndent(m, "", "  ")
-	if err := writeFileSync(filepath.Join(ctmp, "manifest.json"), raw); err != nil {
+	if err := fsutil.WriteFile(filepath.Join(ctmp, "manifest.json"), raw, 0o600); err != nil {
 		return m, err
 	}
 	os.RemoveAll(entry) // an unusable old entry, if any
@@ -196,7 +197,7 @@ func (s *Store) buildBase(ctx context.Context, b builder, key, entry string, pro
 		s.log.Warn("builder cache entry not stored", "entry", entry, "err", err)
 		return m, nil
 	}
-	if err := fsyncDir(filepath.Dir(entry)); err != nil {
+	if err := fsutil.SyncDir(filepath.Dir(entry)); err != nil {
 		s.log.Warn("builder cache entry not synced", "entry", entry, "err", err)
 	}
 	return m, nil
@@ -208,22 +209,6 @@ func writeTarFile(ctx context.Context, dir, path string) error {
 		return err
 	}
 	if _, err := writeCanonicalTar(ctx, dir, f); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-func writeFileSync(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
 		f.Close()
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sandboxd/sandboxd/internal/errdefs"
+	"github.com/sandboxd/sandboxd/internal/fsutil"
 )
 
 // AddLayerFromTar extracts the uncompressed tar read from r as a layer and
@@ -164,7 +165,7 @@ func (s *Store) commitLayer(ctx context.Context, tmp string, d Digest, size int6
 	if err := os.Rename(tmp, dst); err != nil {
 		return err
 	}
-	if err := fsyncDir(s.layersDir()); err != nil {
+	if err := fsutil.SyncDir(s.layersDir()); err != nil {
 		return err
 	}
 	_, err := s.db.ExecContext(ctx, `INSERT OR IGNORE INTO layers (digest, size, created_at) VALUES (?, ?, ?)`,
@@ -225,15 +226,6 @@ func syncfs(dir string) error {
 		return &os.PathError{Op: "syncfs", Path: dir, Err: err}
 	}
 	return nil
-}
-
-func fsyncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
 }
 
 // removeLayerDirs moves the given layers' directories into tmp/, where the

@@ -213,7 +213,9 @@ func (p *Provisioner) bringUp(ctx context.Context, req sandbox.ProvisionRequest,
 		token = cfg.Token
 	}
 	b, _ := json.Marshal(cfg)
-	if err := writeFileSync(filepath.Join(sub("agent"), "agent.json"), b, 0o600); err != nil {
+	// No fsync: the file lives only as long as the sandbox, which a host
+	// crash ends (Sweep then removes the sandbox's directory).
+	if err := os.WriteFile(filepath.Join(sub("agent"), "agent.json"), b, 0o600); err != nil {
 		return h, fmt.Errorf("agent config: %w", err)
 	}
 
@@ -396,24 +398,4 @@ func randomToken() string {
 	var b [24]byte
 	rand.Read(b[:])
 	return hex.EncodeToString(b[:])
-}
-
-func writeFileSync(path string, data []byte, mode os.FileMode) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }

@@ -57,5 +57,5 @@ func (r *Runtime) RestoreInto(ctx context.Context, s Spec, imageDir string) erro
 	if !filepath.IsAbs(imageDir) {
 		return errdefs.Invalid("restore %s: image dir %q must be absolute", s.ID, imageDir)
 	}
-	return r.launch(ctx, &s, "restore into", "restore", "--detach", "--bundle", s.BundleDir, "--image-path", imageDir)
+	return r.launchWith(ctx, &s, launchOpts{existing: true}, "restore into", "restore", "--detach", "--bundle", s.BundleDir, "--image-path", imageDir)
 }

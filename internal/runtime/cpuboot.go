@@ -81,7 +81,7 @@ func writeSpecCPUHook(s *Spec, cgroupsPath, cpuDir string) error {
 	if err != nil {
 		return fmt.Errorf("write spec %s: %w", s.ID, err)
 	}
-	return writeFileAtomic(filepath.Join(s.BundleDir, "config.json"), b, 0o600)
+	return writeBundleFile(s, b)
 }
 
 // addCPULimitHook adds a createRuntime hook to oci that writes its CPU

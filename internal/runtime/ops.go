@@ -90,20 +90,27 @@ func (r *Runtime) runscLog(id string) (*os.File, int64, error) {
 // launch writes s's bundle and runs runsc with sub (run or restore) and its
 // flags, with the init's stdio on s.LogPath.
 func (r *Runtime) launch(ctx context.Context, s *Spec, what string, sub ...string) error {
-	return r.launchWith(ctx, s, false, what, sub...)
+	return r.launchWith(ctx, s, launchOpts{}, what, sub...)
 }
 
-// launchWith is launch; with cpuAfterBoot the sandbox may boot before its
-// CPU limit is set, which then happens before the init starts (see
-// cpuboot.go).
-func (r *Runtime) launchWith(ctx context.Context, s *Spec, cpuAfterBoot bool, what string, sub ...string) error {
+// launchOpts are launchWith's variations.
+type launchOpts struct {
+	// cpuAfterBoot lets the sandbox boot before its CPU limit is set (see
+	// cpuboot.go).
+	cpuAfterBoot bool
+	// existing: the container was made by Create (a restore into it).
+	existing bool
+}
+
+// launchWith is launch with the variations of o.
+func (r *Runtime) launchWith(ctx context.Context, s *Spec, o launchOpts, what string, sub ...string) error {
 	if err := s.validate(); err != nil {
 		return err
 	}
 	if err := s.checkPaths(); err != nil {
 		return err
 	}
-	if what == "restore into" {
+	if o.existing {
 		// The container exists: Create made it for this restore.
 		if err := r.mustExist(s.ID); err != nil {
 			return fmt.Errorf("%s: %w", what, err)
@@ -111,7 +118,7 @@ func (r *Runtime) launchWith(ctx context.Context, s *Spec, cpuAfterBoot bool, wh
 	} else if err := r.checkNoPrefixCollision(s.ID); err != nil {
 		return err
 	}
-	cpuDir := ""
+	cpuDir, cpuAfterBoot := "", o.cpuAfterBoot
 	if cpuAfterBoot {
 		cpuDir, cpuAfterBoot = r.cpuAfterBoot(s)
 	}
@@ -197,7 +204,7 @@ func runscLogError(path string, off int64) string {
 // The sandbox boots before its CPU limit is set where that changes nothing
 // it can see; the limit is in place before the init starts (cpuboot.go).
 func (r *Runtime) Run(ctx context.Context, s Spec) error {
-	return r.launchWith(ctx, &s, true, "run", "run", "--detach", "--bundle", s.BundleDir)
+	return r.launchWith(ctx, &s, launchOpts{cpuAfterBoot: true}, "run", "run", "--detach", "--bundle", s.BundleDir)
 }
 
 // Kill sends sig to the container's init, or to every process in it when

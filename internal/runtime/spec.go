@@ -264,43 +264,15 @@ func writeSpec(s *Spec, cgroupsPath string) error {
 	if err != nil {
 		return fmt.Errorf("write spec %s: %w", s.ID, err)
 	}
-	return writeFileAtomic(filepath.Join(s.BundleDir, "config.json"), b, 0o600)
+	return writeBundleFile(s, b)
 }
 
-func writeFileAtomic(path string, data []byte, mode os.FileMode) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if err = f.Chmod(mode); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if _, err = f.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err = f.Sync(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err = os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer d.Close()
-	if err = d.Sync(); err != nil {
-		return fmt.Errorf("write %s: sync dir: %w", path, err)
+// writeBundleFile writes s's config.json. No fsync: the bundle lives only as
+// long as its sandbox, which a host crash ends (the daemon then sweeps the
+// sandbox's directory), so durability would buy nothing on the create path.
+func writeBundleFile(s *Spec, b []byte) error {
+	if err := os.WriteFile(filepath.Join(s.BundleDir, "config.json"), b, 0o600); err != nil {
+		return fmt.Errorf("write spec %s: %w", s.ID, err)
 	}
 	return nil
 }

@@ -136,6 +136,17 @@ func (m *Manager) CollectImages(ctx context.Context) ([]string, error) {
 // RunImageCollector calls CollectImages every interval (on the manager's
 // clock) until ctx ends. Errors are logged.
 func (m *Manager) RunImageCollector(ctx context.Context, interval time.Duration) {
+	m.every(ctx, interval, func() {
+		if gone, err := m.CollectImages(ctx); err != nil {
+			m.log.Warn("collect expired images", "err", err, "deleted", len(gone))
+		} else if len(gone) > 0 {
+			m.log.Info("expired images collected", "images", fmt.Sprint(gone))
+		}
+	})
+}
+
+// every calls f every interval of the manager's clock until ctx ends.
+func (m *Manager) every(ctx context.Context, interval time.Duration, f func()) {
 	for {
 		tick := make(chan struct{})
 		t := m.clock.AfterFunc(interval, func() { close(tick) })
@@ -145,10 +156,6 @@ func (m *Manager) RunImageCollector(ctx context.Context, interval time.Duration)
 			return
 		case <-tick:
 		}
-		if gone, err := m.CollectImages(ctx); err != nil {
-			m.log.Warn("collect expired images", "err", err, "deleted", len(gone))
-		} else if len(gone) > 0 {
-			m.log.Info("expired images collected", "images", fmt.Sprint(gone))
-		}
+		f()
 	}
 }

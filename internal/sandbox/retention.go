@@ -97,19 +97,11 @@ func (m *Manager) RunPruner(ctx context.Context, interval, retention time.Durati
 	if retention < 0 {
 		return
 	}
-	for {
-		tick := make(chan struct{})
-		t := m.clock.AfterFunc(interval, func() { close(tick) })
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-tick:
-		}
+	m.every(ctx, interval, func() {
 		if gone, err := m.PruneFinished(ctx, retention); err != nil {
 			m.log.Warn("prune finished sandboxes", "err", err, "pruned", len(gone))
 		} else if len(gone) > 0 {
 			m.log.Info("finished sandboxes pruned", "count", len(gone))
 		}
-	}
+	})
 }

@@ -13,6 +13,7 @@ import (
 	"sort"
 
 	"github.com/sandboxd/sandboxd/internal/errdefs"
+	"github.com/sandboxd/sandboxd/internal/fsutil"
 )
 
 const manifestName = "manifest.json"
@@ -86,11 +87,11 @@ func writeManifest(dir string) (int64, string, error) {
 	}
 	sort.Slice(m.Files, func(i, j int) bool { return m.Files[i].Path < m.Files[j].Path })
 	b, _ := json.MarshalIndent(m, "", " ")
-	if err := writeSync(filepath.Join(dir, manifestName), b); err != nil {
+	if err := fsutil.WriteFile(filepath.Join(dir, manifestName), b, 0o600); err != nil {
 		return 0, "", fmt.Errorf("manifest: %w", err)
 	}
 	for _, d := range dirs {
-		if err := syncDir(d); err != nil {
+		if err := fsutil.SyncDir(d); err != nil {
 			return 0, "", fmt.Errorf("manifest: %w", err)
 		}
 	}
@@ -125,29 +126,4 @@ func verify(dir, checksum string) error {
 		}
 	}
 	return nil
-}
-
-func writeSync(path string, b []byte) error {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-func syncDir(path string) error {
-	d, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

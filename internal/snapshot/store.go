@@ -17,6 +17,7 @@ import (
 
 	"github.com/sandboxd/sandboxd/internal/clock"
 	"github.com/sandboxd/sandboxd/internal/errdefs"
+	"github.com/sandboxd/sandboxd/internal/fsutil"
 )
 
 // Expiry defaults.
@@ -172,7 +173,7 @@ func (p *Pending) Commit(ctx context.Context, sn Snapshot) (Snapshot, error) {
 		p.Abort()
 		return Snapshot{}, fmt.Errorf("commit snapshot: %w", err)
 	}
-	if err := syncDir(s.dir); err != nil {
+	if err := fsutil.SyncDir(s.dir); err != nil {
 		os.RemoveAll(final)
 		return Snapshot{}, fmt.Errorf("commit snapshot: %w", err)
 	}
