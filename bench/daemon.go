@@ -24,6 +24,12 @@ import (
 	sandboxd "github.com/sandboxd/sandboxd/sdk/go"
 )
 
+// The bench daemon's warm pool (see startDaemon).
+const (
+	benchPoolSize   = 1
+	benchPoolMemMiB = 512
+)
+
 type daemonConfig struct {
 	binDir  string // holds sandboxd and sandbox-agent
 	runsc   string
@@ -69,7 +75,11 @@ func startDaemon(ctx context.Context, cfg daemonConfig) (*daemon, error) {
 		"--if-prefix", cfg.prefix, "--network-cidr", cfg.cidr, "--no-base-build",
 		// One restore target: the snapshots section measures a restore
 		// with a prepared target and one without (see restoreBoth).
-		"--restore-targets", "1")
+		"--restore-targets", "1",
+		// A warm pool of busybox sandboxes of 512 MiB: the core section
+		// creates those to measure creates from a pool, and every other
+		// create (1 GiB, the default) boots a sandbox.
+		"--warm-pool", fmt.Sprintf("size=%d,image=busybox,memory=%d", benchPoolSize, benchPoolMemMiB))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own process group: a Ctrl-C at the terminal reaches only the
 	// bench, which then terminates the sandboxes through the daemon.
@@ -292,6 +302,11 @@ func cgroupDirs(id string) []string {
 // createdContainers returns the daemon's engine containers that are created
 // but not started: its restore targets.
 func (d *daemon) createdContainers(ctx context.Context) ([]string, error) {
+	return d.containers(ctx, "created")
+}
+
+// containers returns the daemon's engine containers in status.
+func (d *daemon) containers(ctx context.Context, status string) ([]string, error) {
 	out, err := exec.CommandContext(ctx, d.cfg.runsc, "--root", filepath.Join(d.cfg.dataDir, "runsc"), "list", "--format", "json").Output()
 	if err != nil {
 		return nil, fmt.Errorf("runsc list: %w", err)
@@ -305,11 +320,51 @@ func (d *daemon) createdContainers(ctx context.Context) ([]string, error) {
 	}
 	var ids []string
 	for _, c := range list {
-		if c.Status == "created" {
+		if c.Status == status {
 			ids = append(ids, c.ID)
 		}
 	}
 	return ids, nil
+}
+
+// waitPool waits until the daemon's warm pool holds n sandboxes: those its
+// log says are ready, still running, that no sandbox seen so far owns.
+func (d *daemon) waitPool(ctx context.Context, n int) error {
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		ids, err := d.containers(ctx, "running")
+		if err != nil {
+			return err
+		}
+		ready := d.poolReadyIDs()
+		ids = slices.DeleteFunc(ids, func(id string) bool { return d.seen[id] || !ready[id] })
+		if len(ids) >= n {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("warm pool not refilled in 60 s (pool sandboxes: %v)", ids)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// poolReadyIDs returns the sandboxes the daemon's log says its warm pool
+// made ready.
+func (d *daemon) poolReadyIDs() map[string]bool {
+	b, _ := os.ReadFile(filepath.Join(d.cfg.dataDir, "sandboxd.log"))
+	ready := map[string]bool{}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, `msg="warm pool: sandbox ready"`) {
+			if _, id, ok := strings.Cut(l, "sandbox_id="); ok {
+				ready[strings.Fields(id)[0]] = true
+			}
+		}
+	}
+	return ready
 }
 
 // waitTarget waits until the daemon holds exactly one restore target, not

@@ -33,6 +33,9 @@ type Config struct {
 	// FinishedRetention is how long finished sandboxes stay listable, with
 	// their logs (0: forever).
 	FinishedRetention time.Duration
+	// WarmPools are the --warm-pool flags, parsed by validate into Pools.
+	WarmPools []string
+	Pools     []sandbox.PoolSpec
 }
 
 // AddFlags registers the flags.
@@ -50,6 +53,7 @@ func (c *Config) AddFlags(f *pflag.FlagSet) {
 	f.BoolVar(&c.NoBaseBuild, "no-base-build", false, "serve: do not build missing base images at start-up")
 	f.Int64Var(&c.MaxFileSize, "max-file-size", 0, "serve: largest file (bytes) a write of the file API may make; 0 means no limit")
 	f.DurationVar(&c.FinishedRetention, "finished-retention", sandbox.DefaultRetention, "serve: how long a finished sandbox stays listable, with its logs, before it is forgotten; 0: forever")
+	f.StringArrayVar(&c.WarmPools, "warm-pool", nil, "serve: keep sandboxes booted ahead for creates that ask for this image and these limits: size=N[,image=REF][,cpu=C][,memory=MIB][,pids=N] (image: the default image; limits: the create defaults); repeat for more pools")
 	f.IntVar(&c.RestoreTargets, "restore-targets", 2, "serve: how many memory snapshots (the latest taken or restored) keep a restore prepared ahead, each an idle engine container; 0: none")
 }
 
@@ -61,6 +65,13 @@ func (c *Config) validate() error {
 	c.DataDir = abs
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return fmt.Errorf("--listen %q: %w", c.Listen, err)
+	}
+	for _, w := range c.WarmPools {
+		p, err := sandbox.ParsePoolSpec(w)
+		if err != nil {
+			return fmt.Errorf("--warm-pool: %w", err)
+		}
+		c.Pools = append(c.Pools, p)
 	}
 	if c.AgentBin == "" {
 		exe, err := os.Executable()

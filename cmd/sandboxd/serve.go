@@ -135,6 +135,10 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if err := mgr.Recover(ctx); err != nil {
 		log.Error("recover", "err", err)
 	}
+	if err := mgr.StartPools(cfg.Pools); err != nil {
+		mgr.Close()
+		return fmt.Errorf("warm pools: %w", err)
+	}
 	// Expired filesystem and directory snapshots go once no sandbox uses them.
 	go mgr.RunImageCollector(ctx, time.Minute)
 	// Finished sandboxes and their logs go after the retention.

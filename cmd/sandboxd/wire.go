@@ -155,3 +155,10 @@ func (a agentConn) Signal(ctx context.Context, id string, sig syscall.Signal) er
 }
 
 func (a agentConn) Close() { a.c.Close() }
+
+// Configure completes an agent started idle (warm pools).
+func (a agentConn) Configure(ctx context.Context, env []string, workdir string, entrypoint []string) error {
+	return a.c.Configure(ctx, env, workdir, entrypoint)
+}
+
+var _ sandbox.Configurer = agentConn{}

@@ -4,8 +4,10 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"path"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -38,12 +40,23 @@ type Agent struct {
 	grace       time.Duration
 	maxFinished int
 	mounts      *imageMounts // images mounted while running (mount.go)
+	// set holds the base environment and default workdir of execs: the
+	// config's, or Configure's for an agent started idle.
+	set atomic.Pointer[settings]
 
 	mu       sync.Mutex
 	execs    map[string]*execution
 	finished []*execution // leaders reaped, oldest first
 	running  int
 	closed   bool
+	// configured is set once Configure has run (idle agents only).
+	configured bool
+}
+
+// settings are what every exec starts from.
+type settings struct {
+	env     []string
+	workdir string
 }
 
 // New validates cfg and returns an agent. When cfg has an entrypoint it is
@@ -77,24 +90,65 @@ func New(cfg Config, opts Options) (*Agent, error) {
 	if opts.ReapAll {
 		a.reaper = newInitReaper(a.log)
 	}
-	// The sandbox's working directory is made if the image lacks it, as
-	// container engines do.
-	if err := os.MkdirAll(cfg.Workdir, 0o755); err != nil {
-		a.log.Warn("make the default workdir", "workdir", cfg.Workdir, "err", err)
-	}
+	a.apply(cfg.Env, cfg.Workdir)
 	if len(cfg.Entrypoint) > 0 {
-		a.startEntrypoint()
+		a.startEntrypoint(cfg.Entrypoint)
 	}
 	return a, nil
 }
 
-func (a *Agent) startEntrypoint() {
-	spec := &agentv1.ProcessSpec{Argv: a.cfg.Entrypoint, Stdin: true}
+// apply sets the base environment and default workdir of execs to come.
+func (a *Agent) apply(env []string, workdir string) {
+	// The sandbox's working directory is made if the image lacks it, as
+	// container engines do.
+	if err := os.MkdirAll(workdir, 0o755); err != nil {
+		a.log.Warn("make the default workdir", "workdir", workdir, "err", err)
+	}
+	a.set.Store(&settings{env: env, workdir: workdir})
+}
+
+// Configure completes an agent started idle (Config.Idle): env and workdir
+// become every exec's base, and the entrypoint, if any, starts as exec
+// EntrypointExecID. It succeeds once; an agent not started idle refuses it.
+func (a *Agent) Configure(env []string, workdir string, entrypoint []string) error {
+	if workdir == "" {
+		workdir = DefaultWorkdir
+	}
+	if !path.IsAbs(workdir) {
+		return errdefs.Invalid("workdir %q is not absolute", workdir)
+	}
+	if err := checkEnv(env); err != nil {
+		return err
+	}
+	if len(entrypoint) > 0 && entrypoint[0] == "" {
+		return errdefs.Invalid("entrypoint: empty program name")
+	}
+	a.mu.Lock()
+	switch {
+	case !a.cfg.Idle:
+		a.mu.Unlock()
+		return errdefs.FailedPrecondition("the agent was not started idle: its settings are fixed")
+	case a.configured:
+		a.mu.Unlock()
+		return errdefs.FailedPrecondition("the agent is configured already")
+	}
+	a.configured = true
+	a.mu.Unlock()
+	a.apply(env, workdir)
+	if len(entrypoint) > 0 {
+		a.startEntrypoint(entrypoint)
+	}
+	a.log.Info("configured", "workdir", workdir, "entrypoint", len(entrypoint) > 0)
+	return nil
+}
+
+func (a *Agent) startEntrypoint(argv []string) {
+	spec := &agentv1.ProcessSpec{Argv: argv, Stdin: true}
 	_, _, err := a.startOrAttach(context.Background(), &agentv1.ExecRequest{ExecId: EntrypointExecID, Spec: spec})
 	if err == nil {
 		return
 	}
-	a.log.Error("start entrypoint", "argv0", a.cfg.Entrypoint[0], "err", err)
+	a.log.Error("start entrypoint", "argv0", argv[0], "err", err)
 	e := newExecution(EntrypointExecID, a.cfg.OutputLimit, a.grace)
 	e.out[stderrIdx].append([]byte("sandbox-agent: start entrypoint: " + err.Error() + "\n"))
 	e.out[stdoutIdx].closed, e.out[stderrIdx].closed = true, true

@@ -131,8 +131,11 @@ func TestBackPressure(t *testing.T) {
 
 	t.Run("timeout kills a blocked writer", func(t *testing.T) {
 		c, _ := agenttest.Start(t, agent.Config{OutputLimit: mib}, agent.Options{})
-		startUnread(ctx, t, c, "big", gatedSpec(200))
-		time.Sleep(400 * time.Millisecond) // the timeout fires while the writer is blocked
+		// The timeout fires while the writer is blocked: filling the 1 MiB
+		// buffer takes a few ms, but a loaded machine once needed more than
+		// 200 ms.
+		startUnread(ctx, t, c, "big", gatedSpec(1500))
+		time.Sleep(2 * time.Second)
 		s, err := c.Exec(ctx, &agentv1.ExecRequest{ExecId: "big", AttachOnly: true})
 		if err != nil {
 			t.Fatal(err)

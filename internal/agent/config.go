@@ -59,6 +59,10 @@ type Config struct {
 	// OutputLimit is the most bytes retained per output stream of an exec;
 	// zero means DefaultOutputLimit.
 	OutputLimit int64 `json:"output_limit,omitempty"`
+	// Idle starts the agent for a sandbox of a warm pool: it serves, but the
+	// sandbox's own settings (Env, Workdir, Entrypoint) come later, once, by
+	// Configure. An idle config has no entrypoint.
+	Idle bool `json:"idle,omitempty"`
 }
 
 // LoadConfig reads a Config from a JSON file, fills defaults and validates it.
@@ -99,7 +103,15 @@ func (c *Config) normalize() error {
 	if c.OutputLimit < 0 {
 		return errdefs.Invalid("config: output_limit %d is negative", c.OutputLimit)
 	}
-	for _, kv := range c.Env {
+	if c.Idle && len(c.Entrypoint) > 0 {
+		return errdefs.Invalid("config: an idle agent has no entrypoint")
+	}
+	return checkEnv(c.Env)
+}
+
+// checkEnv checks that every entry of env is K=V.
+func checkEnv(env []string) error {
+	for _, kv := range env {
 		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
 			// Never echo the value: it may be a secret.
 			return errdefs.Invalid("config: env entry with key %q is not K=V", k)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"syscall"
@@ -417,5 +418,46 @@ func TestOutputAroundExit(t *testing.T) {
 	out, _, _, err = run(ctx, c, "bg", &agentv1.ProcessSpec{Argv: []string{"sh", "-c", "echo a; (sleep 0.1; echo b) & exit 0"}})
 	if err != nil || out != "a\nb\n" {
 		t.Errorf("background child within the grace: got %q, %v; want a and b", out, err)
+	}
+}
+
+// An agent started idle takes its settings once, from Configure, and runs
+// the entrypoint from then on; an agent started with its settings refuses.
+func TestConfigureIdle(t *testing.T) {
+	ctx := testCtx(t)
+	if _, err := agent.New(agent.Config{Token: "t", Idle: true, Entrypoint: []string{"true"}}, agent.Options{}); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("idle config with an entrypoint: got %v, want invalid argument", err)
+	}
+	c, _ := agenttest.Start(t, agent.Config{SandboxID: "sb1", Idle: true, Env: []string{"POOL=1"}}, agent.Options{})
+	if _, err := c.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir() + "/work/dir"
+	if err := c.Configure(ctx, []string{"A=1", "relative"}, dir, nil); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("bad env: got %v, want invalid argument", err)
+	}
+	if err := c.Configure(ctx, nil, "rel", nil); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("relative workdir: got %v, want invalid argument", err)
+	}
+	if err := c.Configure(ctx, []string{"A=1", "PATH=" + os.Getenv("PATH")}, dir, []string{"sh", "-c", "echo $A $POOL; pwd; cat"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Configure(ctx, nil, "/", nil); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Errorf("second Configure: got %v, want failed precondition", err)
+	}
+	if _, err := c.WriteStdin(ctx, agent.EntrypointExecID, 0, nil, true); err != nil {
+		t.Fatal(err)
+	}
+	want := "1\n" + dir + "\n"
+	if out, _, ex, err := run(ctx, c, agent.EntrypointExecID, nil); err != nil || out != want || ex.ExitCode != 0 {
+		t.Errorf("entrypoint: got %q, exit {%s}, %v; want %q (the pool's env replaced)", out, ex, err, want)
+	}
+	if out, _, _, err := run(ctx, c, "later", &agentv1.ProcessSpec{Argv: []string{"sh", "-c", "echo $A; pwd"}}); err != nil || out != want {
+		t.Errorf("exec after Configure: got %q, %v; want %q", out, err, want)
+	}
+
+	fixed, _ := agenttest.Start(t, agent.Config{}, agent.Options{})
+	if err := fixed.Configure(ctx, nil, "/", nil); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Errorf("Configure of an agent not started idle: got %v, want failed precondition", err)
 	}
 }

@@ -35,3 +35,11 @@ func (s *service) Info(ctx context.Context, req *connect.Request[agentv1.InfoReq
 func (s *service) ListExecs(ctx context.Context, req *connect.Request[agentv1.ListExecsRequest]) (*connect.Response[agentv1.ListExecsResponse], error) {
 	return connect.NewResponse(&agentv1.ListExecsResponse{Execs: s.a.list()}), nil
 }
+
+// Configure completes an agent started idle (Agent.Configure).
+func (s *service) Configure(ctx context.Context, req *connect.Request[agentv1.ConfigureRequest]) (*connect.Response[agentv1.ConfigureResponse], error) {
+	if err := s.a.Configure(req.Msg.Env, req.Msg.Workdir, req.Msg.Entrypoint); err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(&agentv1.ConfigureResponse{}), nil
+}

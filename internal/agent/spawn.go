@@ -35,7 +35,8 @@ func (a *Agent) prepare(spec *agentv1.ProcessSpec) (*plan, error) {
 	if spec.TimeoutMs < 0 {
 		return nil, errdefs.Invalid("spec.timeout_ms %d is negative", spec.TimeoutMs)
 	}
-	p := &plan{argv: spec.Argv, dir: a.cfg.Workdir, stdin: spec.Stdin, output: [2]agentv1.OutputMode{spec.Stdout, spec.Stderr}}
+	set := a.set.Load()
+	p := &plan{argv: spec.Argv, dir: set.workdir, stdin: spec.Stdin, output: [2]agentv1.OutputMode{spec.Stdout, spec.Stderr}}
 	for i, m := range p.output {
 		switch m {
 		case agentv1.OutputMode_OUTPUT_MODE_UNSPECIFIED, agentv1.OutputMode_OUTPUT_MODE_PIPE, agentv1.OutputMode_OUTPUT_MODE_DEVNULL:
@@ -49,7 +50,7 @@ func (a *Agent) prepare(spec *agentv1.ProcessSpec) (*plan, error) {
 		}
 		p.dir = spec.Workdir
 	}
-	env, err := mergeEnv(a.cfg.Env, spec.Env)
+	env, err := mergeEnv(set.env, spec.Env)
 	if err != nil {
 		return nil, err
 	}

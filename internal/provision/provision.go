@@ -206,17 +206,14 @@ func (p *Provisioner) bringUp(ctx context.Context, req sandbox.ProvisionRequest,
 	token := randomToken()
 	cfg := agent.Config{
 		SandboxID: req.ID, Token: token, Listen: fmt.Sprintf("0.0.0.0:%d", agent.DefaultPort),
-		Env: req.Env, Workdir: req.Workdir, Entrypoint: req.Entrypoint,
+		Env: req.Env, Workdir: req.Workdir, Entrypoint: req.Entrypoint, Idle: req.Idle,
 	}
 	if from != nil {
 		cfg = from.agent // the restored agent keeps this config, token included, in memory
 		token = cfg.Token
 	}
-	b, _ := json.Marshal(cfg)
-	// No fsync: the file lives only as long as the sandbox, which a host
-	// crash ends (Sweep then removes the sandbox's directory).
-	if err := os.WriteFile(filepath.Join(sub("agent"), "agent.json"), b, 0o600); err != nil {
-		return h, fmt.Errorf("agent config: %w", err)
+	if err := writeAgentConfig(dir, cfg); err != nil {
+		return h, err
 	}
 
 	spec := runtime.Spec{

@@ -43,6 +43,9 @@ type ProvisionRequest struct {
 	// Staged are images to stage before the engine starts, as ImageStager
 	// does for a running sandbox: the live mounts of a restored snapshot.
 	Staged []StagedImage
+	// Idle brings the sandbox up for a warm pool (pool.go): its agent waits
+	// for its settings (Configurer) and there is no entrypoint.
+	Idle bool
 }
 
 // Handle is what the engine needs to find a sandbox again and take it down.

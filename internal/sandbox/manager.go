@@ -57,6 +57,8 @@ type Manager struct {
 
 	mu   sync.Mutex
 	live map[string]*live
+
+	pools pools // warm pools (pool.go)
 }
 
 // live is the in-memory side of a sandbox that has not finished.
@@ -98,6 +100,7 @@ func New(cfg Config, d Deps) *Manager {
 // again (Recover).
 func (m *Manager) Close() {
 	m.cancel()
+	m.closePools()
 	m.mu.Lock()
 	for _, l := range m.live {
 		if l.timer != nil {
@@ -138,21 +141,6 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (*Sandbox, error) {
 	if err != nil {
 		return nil, err
 	}
-	now := m.clock.Now()
-	sb := &Sandbox{ID: newID("sb-"), Spec: spec, ImageID: img.ID, Tags: spec.Tags, State: StateCreating, CreatedAt: now}
-	if sb.Tags == nil {
-		sb.Tags = map[string]string{}
-	}
-	if err := m.repo.insert(ctx, sb); err != nil {
-		return nil, err
-	}
-	log := m.log.With("sandbox_id", sb.ID)
-
-	fail := func(err error) (*Sandbox, error) {
-		log.Warn("create failed", "err", err)
-		m.repo.setFinished(context.WithoutCancel(ctx), sb.ID, ReasonFailed, ExitCodeLost, err.Error(), m.clock.Now())
-		return nil, fmt.Errorf("create sandbox: %w", err)
-	}
 	workdir := spec.Workdir
 	if workdir == "" {
 		workdir = img.Workdir
@@ -160,16 +148,35 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (*Sandbox, error) {
 	if workdir == "" {
 		workdir = "/"
 	}
-	env := mergeEnv(img.Env, spec.Env, secretEnv)
-	h, err := m.prov.Provision(ctx, ProvisionRequest{
-		ID: sb.ID, Image: img, Resources: spec.Resources, Env: env, Workdir: workdir, Entrypoint: spec.Entrypoint,
-		Mounts: mounts,
-	})
-	if err != nil {
-		return fail(err)
+	req := ProvisionRequest{
+		Image: img, Resources: spec.Resources, Env: mergeEnv(img.Env, spec.Env, secretEnv), Workdir: workdir,
+		Entrypoint: spec.Entrypoint, Mounts: mounts,
 	}
-	if err := m.goLive(ctx, sb, h); err != nil {
-		return fail(err)
+	sb := &Sandbox{Spec: spec, ImageID: img.ID, Tags: spec.Tags, State: StateCreating, CreatedAt: m.clock.Now()}
+	if sb.Tags == nil {
+		sb.Tags = map[string]string{}
+	}
+	if pooled, err := m.createFromPool(ctx, sb, req); pooled {
+		if err != nil {
+			return nil, err
+		}
+		m.log.Info("sandbox running", "sandbox_id", sb.ID, "image", spec.Image, "app", spec.App, "warm_pool", true)
+		return sb, nil
+	}
+	sb.ID = newID("sb-")
+	req.ID = sb.ID
+	if err := m.repo.insert(ctx, sb); err != nil {
+		return nil, err
+	}
+	log := m.log.With("sandbox_id", sb.ID)
+	h, err := m.prov.Provision(ctx, req)
+	if err == nil {
+		err = m.goLive(ctx, sb, h)
+	}
+	if err != nil {
+		log.Warn("create failed", "err", err)
+		m.repo.setFinished(context.WithoutCancel(ctx), sb.ID, ReasonFailed, ExitCodeLost, err.Error(), m.clock.Now())
+		return nil, fmt.Errorf("create sandbox: %w", err)
 	}
 	log.Info("sandbox running", "image", spec.Image, "app", spec.App)
 	return sb, nil
@@ -180,36 +187,47 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (*Sandbox, error) {
 // and registers it live. On error the engine side is torn down (or the
 // sandbox finished) and the caller records the failure.
 func (m *Manager) goLive(ctx context.Context, sb *Sandbox, h Handle) error {
-	bg := context.WithoutCancel(ctx)
-	conn, err := m.agents.Dial(h.AgentAddr, h.AgentToken)
-	if err == nil {
-		rctx, cancel := context.WithTimeout(ctx, m.cfg.ReadyTimeout)
-		err = conn.WaitReady(rctx)
-		cancel()
-		if err != nil {
-			conn.Close()
-			err = fmt.Errorf("agent did not answer: %w", err)
-		}
-	}
+	conn, err := m.dialReady(ctx, h)
 	if err != nil {
-		m.prov.Destroy(bg, h)
+		m.prov.Destroy(context.WithoutCancel(ctx), h)
 		return err
 	}
+	return m.register(ctx, sb, h, conn)
+}
+
+// dialReady connects to the agent of h and waits until it answers.
+func (m *Manager) dialReady(ctx context.Context, h Handle) (AgentConn, error) {
+	conn, err := m.agents.Dial(h.AgentAddr, h.AgentToken)
+	if err != nil {
+		return nil, err
+	}
+	rctx, cancel := context.WithTimeout(ctx, m.cfg.ReadyTimeout)
+	defer cancel()
+	if err := conn.WaitReady(rctx); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("agent did not answer: %w", err)
+	}
+	return conn, nil
+}
+
+// register records sb running on h with a fresh deadline and registers it
+// live. On error conn is closed and h torn down.
+func (m *Manager) register(ctx context.Context, sb *Sandbox, h Handle, conn AgentConn) error {
+	bg := context.WithoutCancel(ctx)
 	sb.StartedAt = m.clock.Now()
 	sb.Deadline = sb.StartedAt.Add(sb.Spec.Timeout)
 	sb.State = StateRunning
-	if err := m.repo.setRunning(bg, sb.ID, h, sb.StartedAt, sb.Deadline); err != nil {
+	err := m.repo.setRunning(bg, sb.ID, h, sb.StartedAt, sb.Deadline)
+	if err == nil {
+		// Recorded running: should this fail, finishing it records the
+		// failure and tears down.
+		err = m.startLive(sb, h, conn)
+	}
+	if err != nil {
 		conn.Close()
 		m.prov.Destroy(bg, h)
-		return err
 	}
-	if err := m.startLive(sb, h, conn); err != nil {
-		// Recorded running: finishing it records the failure and tears down.
-		conn.Close()
-		m.prov.Destroy(bg, h)
-		return err
-	}
-	return nil
+	return err
 }
 
 // startLive registers a running sandbox: its lifetime timer, its entrypoint

@@ -118,6 +118,7 @@ type daemonOpts struct {
 	prefix string // network prefix (links, namespaces)
 	cidr   string
 	dir    string // reuse a data dir (restart); empty: a new one
+	args   []string // more flags of sandboxd serve
 }
 
 // daemon is one sandboxd serve process.
@@ -167,8 +168,9 @@ func startDaemon(o daemonOpts) (_ *daemon, err error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(filepath.Join(binDir, "sandboxd"), "serve", "--data-dir", dir, "--listen", addr,
-		"--if-prefix", o.prefix, "--network-cidr", o.cidr, "--no-base-build", "--debug")
+	args := append([]string{"serve", "--data-dir", dir, "--listen", addr,
+		"--if-prefix", o.prefix, "--network-cidr", o.cidr, "--no-base-build", "--debug"}, o.args...)
+	cmd := exec.Command(filepath.Join(binDir, "sandboxd"), args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {

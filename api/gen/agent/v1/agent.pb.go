@@ -1304,6 +1304,106 @@ func (*UnmountImageResponse) Descriptor() ([]byte, []int) {
 	return file_agent_v1_agent_proto_rawDescGZIP(), []int{20}
 }
 
+type ConfigureRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The base environment ("K=V") of every exec; it replaces the one the
+	// agent started with. It may hold secret values.
+	Env []string `protobuf:"bytes,1,rep,name=env,proto3" json:"env,omitempty"`
+	// Absolute default working directory (made if missing); empty means "/".
+	Workdir string `protobuf:"bytes,2,opt,name=workdir,proto3" json:"workdir,omitempty"`
+	// Started at once as exec "entrypoint" when set.
+	Entrypoint    []string `protobuf:"bytes,3,rep,name=entrypoint,proto3" json:"entrypoint,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfigureRequest) Reset() {
+	*x = ConfigureRequest{}
+	mi := &file_agent_v1_agent_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfigureRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfigureRequest) ProtoMessage() {}
+
+func (x *ConfigureRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_agent_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfigureRequest.ProtoReflect.Descriptor instead.
+func (*ConfigureRequest) Descriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ConfigureRequest) GetEnv() []string {
+	if x != nil {
+		return x.Env
+	}
+	return nil
+}
+
+func (x *ConfigureRequest) GetWorkdir() string {
+	if x != nil {
+		return x.Workdir
+	}
+	return ""
+}
+
+func (x *ConfigureRequest) GetEntrypoint() []string {
+	if x != nil {
+		return x.Entrypoint
+	}
+	return nil
+}
+
+type ConfigureResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfigureResponse) Reset() {
+	*x = ConfigureResponse{}
+	mi := &file_agent_v1_agent_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfigureResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfigureResponse) ProtoMessage() {}
+
+func (x *ConfigureResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_agent_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfigureResponse.ProtoReflect.Descriptor instead.
+func (*ConfigureResponse) Descriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{22}
+}
+
 var File_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_agent_v1_agent_proto_rawDesc = "" +
@@ -1392,12 +1492,19 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\x13UnmountImageRequest\x12\x14\n" +
 	"\x05stage\x18\x01 \x01(\tR\x05stage\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\"\x16\n" +
-	"\x14UnmountImageResponse*X\n" +
+	"\x14UnmountImageResponse\"^\n" +
+	"\x10ConfigureRequest\x12\x10\n" +
+	"\x03env\x18\x01 \x03(\tR\x03env\x12\x18\n" +
+	"\aworkdir\x18\x02 \x01(\tR\aworkdir\x12\x1e\n" +
+	"\n" +
+	"entrypoint\x18\x03 \x03(\tR\n" +
+	"entrypoint\"\x13\n" +
+	"\x11ConfigureResponse*X\n" +
 	"\n" +
 	"OutputMode\x12\x1b\n" +
 	"\x17OUTPUT_MODE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10OUTPUT_MODE_PIPE\x10\x01\x12\x17\n" +
-	"\x13OUTPUT_MODE_DEVNULL\x10\x022\xac\x05\n" +
+	"\x13OUTPUT_MODE_DEVNULL\x10\x022\x84\x06\n" +
 	"\fAgentService\x12F\n" +
 	"\x04Exec\x12\x1e.sandboxd.agent.v1.ExecRequest\x1a\x1c.sandboxd.agent.v1.ExecEvent0\x01\x12Y\n" +
 	"\n" +
@@ -1408,7 +1515,8 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\x06Resize\x12 .sandboxd.agent.v1.ResizeRequest\x1a!.sandboxd.agent.v1.ResizeResponse\x12Y\n" +
 	"\n" +
 	"MountImage\x12$.sandboxd.agent.v1.MountImageRequest\x1a%.sandboxd.agent.v1.MountImageResponse\x12_\n" +
-	"\fUnmountImage\x12&.sandboxd.agent.v1.UnmountImageRequest\x1a'.sandboxd.agent.v1.UnmountImageResponseB7Z5github.com/sandboxd/sandboxd/api/gen/agent/v1;agentv1b\x06proto3"
+	"\fUnmountImage\x12&.sandboxd.agent.v1.UnmountImageRequest\x1a'.sandboxd.agent.v1.UnmountImageResponse\x12V\n" +
+	"\tConfigure\x12#.sandboxd.agent.v1.ConfigureRequest\x1a$.sandboxd.agent.v1.ConfigureResponseB7Z5github.com/sandboxd/sandboxd/api/gen/agent/v1;agentv1b\x06proto3"
 
 var (
 	file_agent_v1_agent_proto_rawDescOnce sync.Once
@@ -1423,7 +1531,7 @@ func file_agent_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_agent_v1_agent_proto_goTypes = []any{
 	(OutputMode)(0),              // 0: sandboxd.agent.v1.OutputMode
 	(*ProcessSpec)(nil),          // 1: sandboxd.agent.v1.ProcessSpec
@@ -1447,10 +1555,12 @@ var file_agent_v1_agent_proto_goTypes = []any{
 	(*MountImageResponse)(nil),   // 19: sandboxd.agent.v1.MountImageResponse
 	(*UnmountImageRequest)(nil),  // 20: sandboxd.agent.v1.UnmountImageRequest
 	(*UnmountImageResponse)(nil), // 21: sandboxd.agent.v1.UnmountImageResponse
-	nil,                          // 22: sandboxd.agent.v1.ProcessSpec.EnvEntry
+	(*ConfigureRequest)(nil),     // 22: sandboxd.agent.v1.ConfigureRequest
+	(*ConfigureResponse)(nil),    // 23: sandboxd.agent.v1.ConfigureResponse
+	nil,                          // 24: sandboxd.agent.v1.ProcessSpec.EnvEntry
 }
 var file_agent_v1_agent_proto_depIdxs = []int32{
-	22, // 0: sandboxd.agent.v1.ProcessSpec.env:type_name -> sandboxd.agent.v1.ProcessSpec.EnvEntry
+	24, // 0: sandboxd.agent.v1.ProcessSpec.env:type_name -> sandboxd.agent.v1.ProcessSpec.EnvEntry
 	0,  // 1: sandboxd.agent.v1.ProcessSpec.stdout:type_name -> sandboxd.agent.v1.OutputMode
 	0,  // 2: sandboxd.agent.v1.ProcessSpec.stderr:type_name -> sandboxd.agent.v1.OutputMode
 	1,  // 3: sandboxd.agent.v1.ExecRequest.spec:type_name -> sandboxd.agent.v1.ProcessSpec
@@ -1468,16 +1578,18 @@ var file_agent_v1_agent_proto_depIdxs = []int32{
 	16, // 15: sandboxd.agent.v1.AgentService.Resize:input_type -> sandboxd.agent.v1.ResizeRequest
 	18, // 16: sandboxd.agent.v1.AgentService.MountImage:input_type -> sandboxd.agent.v1.MountImageRequest
 	20, // 17: sandboxd.agent.v1.AgentService.UnmountImage:input_type -> sandboxd.agent.v1.UnmountImageRequest
-	3,  // 18: sandboxd.agent.v1.AgentService.Exec:output_type -> sandboxd.agent.v1.ExecEvent
-	8,  // 19: sandboxd.agent.v1.AgentService.WriteStdin:output_type -> sandboxd.agent.v1.WriteStdinResponse
-	10, // 20: sandboxd.agent.v1.AgentService.Signal:output_type -> sandboxd.agent.v1.SignalResponse
-	12, // 21: sandboxd.agent.v1.AgentService.Info:output_type -> sandboxd.agent.v1.InfoResponse
-	15, // 22: sandboxd.agent.v1.AgentService.ListExecs:output_type -> sandboxd.agent.v1.ListExecsResponse
-	17, // 23: sandboxd.agent.v1.AgentService.Resize:output_type -> sandboxd.agent.v1.ResizeResponse
-	19, // 24: sandboxd.agent.v1.AgentService.MountImage:output_type -> sandboxd.agent.v1.MountImageResponse
-	21, // 25: sandboxd.agent.v1.AgentService.UnmountImage:output_type -> sandboxd.agent.v1.UnmountImageResponse
-	18, // [18:26] is the sub-list for method output_type
-	10, // [10:18] is the sub-list for method input_type
+	22, // 18: sandboxd.agent.v1.AgentService.Configure:input_type -> sandboxd.agent.v1.ConfigureRequest
+	3,  // 19: sandboxd.agent.v1.AgentService.Exec:output_type -> sandboxd.agent.v1.ExecEvent
+	8,  // 20: sandboxd.agent.v1.AgentService.WriteStdin:output_type -> sandboxd.agent.v1.WriteStdinResponse
+	10, // 21: sandboxd.agent.v1.AgentService.Signal:output_type -> sandboxd.agent.v1.SignalResponse
+	12, // 22: sandboxd.agent.v1.AgentService.Info:output_type -> sandboxd.agent.v1.InfoResponse
+	15, // 23: sandboxd.agent.v1.AgentService.ListExecs:output_type -> sandboxd.agent.v1.ListExecsResponse
+	17, // 24: sandboxd.agent.v1.AgentService.Resize:output_type -> sandboxd.agent.v1.ResizeResponse
+	19, // 25: sandboxd.agent.v1.AgentService.MountImage:output_type -> sandboxd.agent.v1.MountImageResponse
+	21, // 26: sandboxd.agent.v1.AgentService.UnmountImage:output_type -> sandboxd.agent.v1.UnmountImageResponse
+	23, // 27: sandboxd.agent.v1.AgentService.Configure:output_type -> sandboxd.agent.v1.ConfigureResponse
+	19, // [19:28] is the sub-list for method output_type
+	10, // [10:19] is the sub-list for method input_type
 	10, // [10:10] is the sub-list for extension type_name
 	10, // [10:10] is the sub-list for extension extendee
 	0,  // [0:10] is the sub-list for field type_name
@@ -1500,7 +1612,7 @@ func file_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_v1_agent_proto_rawDesc), len(file_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   22,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -57,6 +57,8 @@ const (
 	// AgentServiceUnmountImageProcedure is the fully-qualified name of the AgentService's UnmountImage
 	// RPC.
 	AgentServiceUnmountImageProcedure = "/sandboxd.agent.v1.AgentService/UnmountImage"
+	// AgentServiceConfigureProcedure is the fully-qualified name of the AgentService's Configure RPC.
+	AgentServiceConfigureProcedure = "/sandboxd.agent.v1.AgentService/Configure"
 )
 
 // AgentServiceClient is a client for the sandboxd.agent.v1.AgentService service.
@@ -83,6 +85,11 @@ type AgentServiceClient interface {
 	// UnmountImage undoes MountImage (same stage and path). Unmounting what is
 	// not mounted succeeds (idempotent).
 	UnmountImage(context.Context, *connect.Request[v1.UnmountImageRequest]) (*connect.Response[v1.UnmountImageResponse], error)
+	// Configure completes an agent started idle (a sandbox of a warm pool):
+	// it sets the base environment and default workdir of every exec and
+	// starts the entrypoint, if any, as exec "entrypoint". Once only; an agent
+	// not started idle refuses it (FAILED_PRECONDITION).
+	Configure(context.Context, *connect.Request[v1.ConfigureRequest]) (*connect.Response[v1.ConfigureResponse], error)
 }
 
 // NewAgentServiceClient constructs a client for the sandboxd.agent.v1.AgentService service. By
@@ -144,6 +151,12 @@ func NewAgentServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(agentServiceMethods.ByName("UnmountImage")),
 			connect.WithClientOptions(opts...),
 		),
+		configure: connect.NewClient[v1.ConfigureRequest, v1.ConfigureResponse](
+			httpClient,
+			baseURL+AgentServiceConfigureProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("Configure")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -157,6 +170,7 @@ type agentServiceClient struct {
 	resize       *connect.Client[v1.ResizeRequest, v1.ResizeResponse]
 	mountImage   *connect.Client[v1.MountImageRequest, v1.MountImageResponse]
 	unmountImage *connect.Client[v1.UnmountImageRequest, v1.UnmountImageResponse]
+	configure    *connect.Client[v1.ConfigureRequest, v1.ConfigureResponse]
 }
 
 // Exec calls sandboxd.agent.v1.AgentService.Exec.
@@ -199,6 +213,11 @@ func (c *agentServiceClient) UnmountImage(ctx context.Context, req *connect.Requ
 	return c.unmountImage.CallUnary(ctx, req)
 }
 
+// Configure calls sandboxd.agent.v1.AgentService.Configure.
+func (c *agentServiceClient) Configure(ctx context.Context, req *connect.Request[v1.ConfigureRequest]) (*connect.Response[v1.ConfigureResponse], error) {
+	return c.configure.CallUnary(ctx, req)
+}
+
 // AgentServiceHandler is an implementation of the sandboxd.agent.v1.AgentService service.
 type AgentServiceHandler interface {
 	// Exec starts a process (or attaches to the one named exec_id) and streams its
@@ -223,6 +242,11 @@ type AgentServiceHandler interface {
 	// UnmountImage undoes MountImage (same stage and path). Unmounting what is
 	// not mounted succeeds (idempotent).
 	UnmountImage(context.Context, *connect.Request[v1.UnmountImageRequest]) (*connect.Response[v1.UnmountImageResponse], error)
+	// Configure completes an agent started idle (a sandbox of a warm pool):
+	// it sets the base environment and default workdir of every exec and
+	// starts the entrypoint, if any, as exec "entrypoint". Once only; an agent
+	// not started idle refuses it (FAILED_PRECONDITION).
+	Configure(context.Context, *connect.Request[v1.ConfigureRequest]) (*connect.Response[v1.ConfigureResponse], error)
 }
 
 // NewAgentServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -280,6 +304,12 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(agentServiceMethods.ByName("UnmountImage")),
 		connect.WithHandlerOptions(opts...),
 	)
+	agentServiceConfigureHandler := connect.NewUnaryHandler(
+		AgentServiceConfigureProcedure,
+		svc.Configure,
+		connect.WithSchema(agentServiceMethods.ByName("Configure")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/sandboxd.agent.v1.AgentService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AgentServiceExecProcedure:
@@ -298,6 +328,8 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 			agentServiceMountImageHandler.ServeHTTP(w, r)
 		case AgentServiceUnmountImageProcedure:
 			agentServiceUnmountImageHandler.ServeHTTP(w, r)
+		case AgentServiceConfigureProcedure:
+			agentServiceConfigureHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -337,4 +369,8 @@ func (UnimplementedAgentServiceHandler) MountImage(context.Context, *connect.Req
 
 func (UnimplementedAgentServiceHandler) UnmountImage(context.Context, *connect.Request[v1.UnmountImageRequest]) (*connect.Response[v1.UnmountImageResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sandboxd.agent.v1.AgentService.UnmountImage is not implemented"))
+}
+
+func (UnimplementedAgentServiceHandler) Configure(context.Context, *connect.Request[v1.ConfigureRequest]) (*connect.Response[v1.ConfigureResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sandboxd.agent.v1.AgentService.Configure is not implemented"))
 }

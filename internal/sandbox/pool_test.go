@@ -1,0 +1,261 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	agentv1 "github.com/sandboxd/sandboxd/api/gen/agent/v1"
+	"github.com/sandboxd/sandboxd/internal/clock"
+	"github.com/sandboxd/sandboxd/internal/errdefs"
+	"github.com/sandboxd/sandboxd/internal/store"
+)
+
+// poolProv is a fakeProv that also brings up idle sandboxes and records
+// what each was claimed with.
+type poolProv struct {
+	*fakeProv
+	pmu    sync.Mutex
+	idle   []string // ids provisioned idle, in order
+	cold   []string // ids provisioned with their settings
+	claims map[string]ProvisionRequest
+}
+
+func (p *poolProv) Provision(ctx context.Context, req ProvisionRequest) (Handle, error) {
+	h, err := p.fakeProv.Provision(ctx, req)
+	if err == nil {
+		p.pmu.Lock()
+		if req.Idle {
+			p.idle = append(p.idle, req.ID)
+		} else {
+			p.cold = append(p.cold, req.ID)
+		}
+		p.pmu.Unlock()
+	}
+	return h, err
+}
+
+func (p *poolProv) ClaimIdle(ctx context.Context, h Handle, req ProvisionRequest) error {
+	p.pmu.Lock()
+	defer p.pmu.Unlock()
+	if !slices.Contains(p.idle, h.ID) {
+		return errors.New("not idle")
+	}
+	p.claims[h.ID] = req
+	return nil
+}
+
+func (p *poolProv) idleCount() int { return len(p.idleIDs()) }
+
+func (p *poolProv) idleIDs() []string {
+	p.pmu.Lock()
+	defer p.pmu.Unlock()
+	return slices.Clone(p.idle)
+}
+
+func (p *poolProv) coldIDs() []string {
+	p.pmu.Lock()
+	defer p.pmu.Unlock()
+	return slices.Clone(p.cold)
+}
+
+func (p *poolProv) claim(id string) (ProvisionRequest, bool) {
+	p.pmu.Lock()
+	defer p.pmu.Unlock()
+	r, ok := p.claims[id]
+	return r, ok
+}
+
+func (p *poolProv) destroyedIDs() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.destroyed)
+}
+
+// poolAgent is a fakeAgent that takes Configure and runs the warm-up exec.
+type poolAgent struct {
+	fakeAgent
+	mu         sync.Mutex
+	configured [][]string // env of each Configure
+	warmUps    int
+	failConfig error
+}
+
+func (a *poolAgent) Exec(ctx context.Context, req *agentv1.ExecRequest) (ExecStream, error) {
+	if req.ExecId == warmUpExecID {
+		a.mu.Lock()
+		a.warmUps++
+		a.mu.Unlock()
+		return &fakeStream{events: []*agentv1.ExecEvent{{Event: &agentv1.ExecEvent_Exited{Exited: &agentv1.Exited{}}}}}, nil
+	}
+	return a.fakeAgent.Exec(ctx, req)
+}
+
+func (a *poolAgent) Configure(ctx context.Context, env []string, workdir string, entrypoint []string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.failConfig != nil {
+		return a.failConfig
+	}
+	a.configured = append(a.configured, append(slices.Clone(env), "WORKDIR="+workdir))
+	return nil
+}
+
+func (a *poolAgent) counts() (warmUps int, configured [][]string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.warmUps, slices.Clone(a.configured)
+}
+
+type poolDialer struct{ a *poolAgent }
+
+func (d poolDialer) Dial(addr, token string) (AgentConn, error) { return d.a, nil }
+
+func newPoolEnv(t *testing.T) (*Manager, *poolProv, *poolAgent) {
+	t.Helper()
+	dir := t.TempDir()
+	db, err := store.Open(context.Background(), filepath.Join(dir, "meta.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	prov := &poolProv{fakeProv: &fakeProv{alive: map[string]bool{}}, claims: map[string]ProvisionRequest{}}
+	a := &poolAgent{}
+	m := New(Config{DataDir: dir, DefaultImage: "busybox", LivenessInterval: 10 * time.Millisecond}, Deps{
+		DB: db, Provisioner: prov, Agents: poolDialer{a}, Images: fakeImages{}, Secrets: fakeSecrets{},
+		Clock: clock.NewFake(time.Unix(1_700_000_000, 0)), Logger: slog.New(slog.DiscardHandler),
+	})
+	return m, prov, a
+}
+
+// waitIdle waits until n sandboxes were provisioned idle.
+func waitIdle(t *testing.T, p *poolProv, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for p.idleCount() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("pool: %d sandboxes provisioned idle, want %d", p.idleCount(), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(20 * time.Millisecond) // let the filler register the last one
+}
+
+func TestParsePoolSpec(t *testing.T) {
+	p, err := ParsePoolSpec("size=3,image=busybox,memory=512")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := PoolSpec{Image: "busybox", Size: 3, Resources: Resources{CPU: DefaultCPU, MemoryMiB: 512, Pids: DefaultPids}}
+	if p != want {
+		t.Errorf("got %+v, want %+v", p, want)
+	}
+	for _, bad := range []string{"", "image=busybox", "size=0", "size=x", "size=1,memory=1", "size=1,color=red", "size=1,cpu"} {
+		if _, err := ParsePoolSpec(bad); !errors.Is(err, errdefs.ErrInvalidArgument) {
+			t.Errorf("%q: got %v, want invalid argument", bad, err)
+		}
+	}
+}
+
+// A create that fits a pool takes a ready sandbox: its id, the create's
+// settings handed to the agent and the provisioner, and the pool refills.
+// Other limits, or mounts, boot a sandbox as before.
+func TestCreateFromWarmPool(t *testing.T) {
+	m, prov, a := newPoolEnv(t)
+	ctx := context.Background()
+	if err := m.StartPools([]PoolSpec{{Size: 2, Resources: Resources{MemoryMiB: 512}}}); err != nil {
+		t.Fatal(err)
+	}
+	waitIdle(t, prov, 2)
+	if n, _ := a.counts(); n != 2 {
+		t.Errorf("got %d warm-up execs, want one per pool sandbox", n)
+	}
+	sb, err := m.Create(ctx, Spec{Name: "pooled", Env: map[string]string{"K": "v"}, Workdir: "/w",
+		Entrypoint: []string{"sleep", "1"}, Resources: Resources{MemoryMiB: 512}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if idle := prov.idleIDs(); idle[0] != sb.ID {
+		t.Errorf("got sandbox %s, want the first pool sandbox %s", sb.ID, idle[0])
+	}
+	claim, ok := prov.claim(sb.ID)
+	if !ok || claim.Workdir != "/w" || !slices.Equal(claim.Entrypoint, []string{"sleep", "1"}) || !slices.Contains(claim.Env, "K=v") {
+		t.Errorf("provisioner claim: got %+v (ok %v), want the create's settings", claim, ok)
+	}
+	if _, conf := a.counts(); len(conf) != 1 || !slices.Contains(conf[0], "K=v") || !slices.Contains(conf[0], "WORKDIR=/w") {
+		t.Errorf("agent configured with %v, want K=v and workdir /w", conf)
+	}
+	got, err := m.Get(ctx, sb.ID)
+	if err != nil || got.State != StateRunning || got.Spec.Name != "pooled" {
+		t.Errorf("record: got %+v, %v; want running, named", got, err)
+	}
+	waitIdle(t, prov, 3) // refilled
+
+	// A second create of the same name is refused and leaves the pool
+	// sandbox it took ready for the next create.
+	if _, err := m.Create(ctx, Spec{Name: "pooled", Resources: Resources{MemoryMiB: 512}}); !errors.Is(err, errdefs.ErrAlreadyExists) {
+		t.Fatalf("duplicate name: got %v, want already exists", err)
+	}
+	sb2, err := m.Create(ctx, Spec{Resources: Resources{MemoryMiB: 512}})
+	if idle := prov.idleIDs(); err != nil || sb2.ID != idle[1] {
+		t.Errorf("after a refused create: got %v, %v; want pool sandbox %s", sb2, err, idle[1])
+	}
+
+	// Default limits do not fit this pool.
+	sb3, err := m.Create(ctx, Spec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(prov.idleIDs(), sb3.ID) || !slices.Contains(prov.coldIDs(), sb3.ID) {
+		t.Errorf("create with other limits: %s came from the pool", sb3.ID)
+	}
+
+	// Close takes the ready pool sandboxes down; the clients' stay.
+	waitIdle(t, prov, 4)
+	m.Close()
+	destroyed := prov.destroyedIDs()
+	for _, id := range prov.idleIDs()[2:] {
+		if !slices.Contains(destroyed, id) {
+			t.Errorf("pool sandbox %s not taken down at Close (destroyed %v)", id, destroyed)
+		}
+	}
+	for _, id := range []string{sb.ID, sb2.ID, sb3.ID} {
+		if slices.Contains(destroyed, id) {
+			t.Errorf("sandbox %s was taken down at Close", id)
+		}
+	}
+}
+
+// A pool sandbox whose agent refuses its settings is taken down and the
+// create fails with the reason; nothing half-made stays running.
+func TestCreateFromWarmPoolFailure(t *testing.T) {
+	m, prov, a := newPoolEnv(t)
+	defer m.Close()
+	ctx := context.Background()
+	if err := m.StartPools([]PoolSpec{{Size: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	waitIdle(t, prov, 1)
+	a.mu.Lock()
+	a.failConfig = errors.New("agent gone")
+	a.mu.Unlock()
+	if _, err := m.Create(ctx, Spec{Name: "x"}); err == nil {
+		t.Fatal("create succeeded with an agent that refused its settings")
+	}
+	if !slices.Contains(prov.destroyedIDs(), prov.idleIDs()[0]) {
+		t.Errorf("the pool sandbox was not taken down")
+	}
+	list, _ := m.List(ctx, "", nil, false)
+	if len(list) != 0 {
+		t.Errorf("running after a failed create: %v", list)
+	}
+	all, _ := m.List(ctx, "", nil, true)
+	if len(all) != 1 || all[0].FinishReason != ReasonFailed {
+		t.Errorf("got %v, want one failed sandbox", all)
+	}
+}
