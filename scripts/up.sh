@@ -6,7 +6,9 @@
 #   4. sandboxd serve    started in the background (nohup), unless already up
 #   5. waits until `sbx ls` answers, then prints how to use it
 # Environment: SANDBOXD_DATA_DIR (default /var/lib/sandboxd),
-#              SANDBOXD_LISTEN   (default 127.0.0.1:7423).
+#              SANDBOXD_LISTEN   (default 127.0.0.1:7423),
+#              SANDBOXD_WARM_POOL (default size=2: two sandboxes of the default
+#                image and limits booted ahead; see --warm-pool; empty: none).
 # Stop it with scripts/down.sh.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -33,8 +35,8 @@ To use it from this shell:
 
 First commands to try:
 
-  id=\$(sbx create --image busybox)
-  sbx exec \$id -- echo hello
+  id=\$(sbx create)        # debian-slim; taken from the warm pool when one is ready
+  sbx exec \$id -- cat /etc/debian_version
   sbx ls
   sbx terminate \$id
 
@@ -81,7 +83,9 @@ bin/sandboxd prepare --data-dir "$DIR"
 log "starting sandboxd serve --data-dir $DIR --listen $SANDBOXD_LISTEN (log $LOGFILE)"
 raise_nofile
 # setsid: its own session, so a Ctrl-C in this terminal does not reach it.
-nohup setsid "$REPO_ROOT/bin/sandboxd" serve --data-dir "$DIR" --listen "$SANDBOXD_LISTEN" \
+pool_args=()
+[ -n "${SANDBOXD_WARM_POOL-size=2}" ] && pool_args=(--warm-pool "${SANDBOXD_WARM_POOL-size=2}")
+nohup setsid "$REPO_ROOT/bin/sandboxd" serve --data-dir "$DIR" --listen "$SANDBOXD_LISTEN" "${pool_args[@]}" \
   </dev/null >>"$LOGFILE" 2>&1 &
 pid=$!
 echo "$pid" >"$PIDFILE"
