@@ -255,9 +255,18 @@ func coreExec(ctx context.Context, e *env) ([]figure, error) {
 			host = append(host, time.Since(t))
 		}
 	}
+	floor, err := spawnFloor(ctx, e.raw, nOurs)
+	if err != nil {
+		return nil, fmt.Errorf("spawn floor: %w", err)
+	}
+	e.logf("exec round trip: spawn inside raw runsc p50 %.2f ms", durations(floor).pct(50))
 	return []figure{
 		newFigure("exec round trip (true; Exec+Wait)", "ms", durations(ours)).
 			against("raw runsc exec", durations(raw)).atMost(0.1, ">= 10x faster"),
+		newFigure("exec round trip vs spawn inside gVisor", "ms", durations(ours)).
+			against("os/exec /bin/true inside raw runsc", durations(floor)),
+		newFigure("  engine floor: os/exec /bin/true inside raw runsc", "ms", durations(floor)).
+			against("the same on the host", durations(host)),
 		newFigure("exec round trip vs host spawn", "ms", durations(ours)).
 			against("host os/exec /bin/true", durations(host)).atMost(1.5, "<= 1.5x host"),
 		newFigure("  of which Exec until started", "ms", durations(oursStarted)),

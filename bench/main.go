@@ -70,6 +70,10 @@ type options struct {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == spawnFloorCmd {
+		spawnFloorMain(os.Args[2:]) // inside a sandbox: see floor.go
+		return
+	}
 	var o options
 	flag.IntVar(&o.n, "n", 20, "iterations (sandboxes created per latency figure)")
 	flag.StringVar(&o.only, "only", "", "run only this section ("+strings.Join(sectionNames(), ", ")+")")

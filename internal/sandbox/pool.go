@@ -345,9 +345,11 @@ func (m *Manager) closePools() {
 	}
 	m.pools.mu.Unlock()
 	m.pools.wg.Wait()
+	var wg sync.WaitGroup
 	for _, mb := range all {
-		m.dropMember(mb)
+		wg.Go(func() { m.dropMember(mb) })
 	}
+	wg.Wait()
 }
 
 // createFromPool completes sb from a pool member: it records sb under the
