@@ -21,9 +21,9 @@ type ImageMount struct {
 }
 
 // ImageUsers returns, for every image that sandboxes not yet finished use (as
-// their root, mounted at create or mounted while running) or that memory
-// snapshots need to be restored, the ids of those sandboxes and snapshots,
-// sorted.
+// their root, mounted at create or mounted while running; warm pool
+// sandboxes included) or that memory snapshots need to be restored, the ids
+// of those sandboxes and snapshots, sorted.
 func (m *Manager) ImageUsers(ctx context.Context) (map[string][]string, error) {
 	sbs, _, err := m.repo.unfinished(ctx)
 	if err != nil {
@@ -46,6 +46,9 @@ func (m *Manager) ImageUsers(ctx context.Context) (map[string][]string, error) {
 		for _, mt := range sb.Spec.Mounts {
 			add(mt.ImageID, sb.ID)
 		}
+	}
+	for id, img := range m.poolImages() {
+		add(img, id)
 	}
 	live, err := m.repo.liveMountUsers(ctx)
 	if err != nil {

@@ -334,6 +334,19 @@ func (m *Manager) dropMember(mb *member) {
 	}
 }
 
+// poolImages returns the image of every ready pool sandbox, by id.
+func (m *Manager) poolImages() map[string]string {
+	m.pools.mu.Lock()
+	defer m.pools.mu.Unlock()
+	out := map[string]string{}
+	for _, p := range m.pools.all {
+		for _, mb := range p.ready {
+			out[mb.h.ID] = mb.imageID
+		}
+	}
+	return out
+}
+
 // closePools stops filling and takes every ready member down.
 func (m *Manager) closePools() {
 	m.pools.mu.Lock()

@@ -195,6 +195,10 @@ func TestCreateFromWarmPool(t *testing.T) {
 		t.Errorf("record: got %+v, %v; want running, named", got, err)
 	}
 	waitIdle(t, prov, 3) // refilled
+	users, err := m.ImageUsers(ctx)
+	if err != nil || !slices.Contains(users["im-1"], prov.idleIDs()[1]) {
+		t.Errorf("image users: got %v, %v; want the ready pool sandbox %s among im-1's", users, err, prov.idleIDs()[1])
+	}
 
 	// A second create of the same name is refused and leaves the pool
 	// sandbox it took ready for the next create.
