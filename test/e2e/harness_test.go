@@ -117,7 +117,7 @@ func uniqueOpts() daemonOpts {
 type daemonOpts struct {
 	prefix string // network prefix (links, namespaces)
 	cidr   string
-	dir    string // reuse a data dir (restart); empty: a new one
+	dir    string   // reuse a data dir (restart); empty: a new one
 	args   []string // more flags of sandboxd serve
 }
 
