@@ -21,6 +21,9 @@ import (
 // writes and reads. The data is random and every read-back is checked
 // against what was written (sha256); a mismatch fails the section.
 //
+// Files.WriteFile and Files.ReadFile move a file of up to 1 MiB in one
+// call (PutFile, GetFile); larger files, and Files.Open, stream.
+//
 // The sandbox's file lives under / (gVisor's overlay, whose upper layer is
 // a directory on the host disk), not /tmp (a tmpfs in the sandbox).
 func runFiles(ctx context.Context, e *env) ([]figure, error) {

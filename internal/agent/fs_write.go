@@ -4,9 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"os"
-	"path"
-	"strconv"
 
 	"connectrpc.com/connect"
 
@@ -25,75 +22,30 @@ func (s *fsService) WriteFile(ctx context.Context, stream *connect.ClientStream[
 	if h == nil {
 		return nil, toConnect(errInvalid("write: the first message must be the header"))
 	}
-	p, err := cleanPath("write", h.Path)
+	w, err := openWrite(h)
 	if err != nil {
-		return nil, fsToConnect("write", h.Path, err)
+		return nil, err
 	}
-	if h.SizeLimit < 0 {
-		return nil, fsToConnect("write", p, errInvalid("negative size limit"))
-	}
-	flag := os.O_WRONLY | os.O_CREATE
-	switch h.WriteMode {
-	case agentv1.WriteMode_WRITE_MODE_UNSPECIFIED, agentv1.WriteMode_WRITE_MODE_TRUNCATE:
-		flag |= os.O_TRUNC
-	case agentv1.WriteMode_WRITE_MODE_APPEND:
-		flag |= os.O_APPEND
-	case agentv1.WriteMode_WRITE_MODE_EXCLUSIVE:
-		flag |= os.O_EXCL
-	default:
-		return nil, fsToConnect("write", p, errInvalid("unknown write mode %d", h.WriteMode))
-	}
-	mode := h.Mode & 0o7777
-	if mode == 0 {
-		mode = 0o644
-	}
-	if h.Parents {
-		if err := os.MkdirAll(path.Dir(p), 0o755); err != nil {
-			return nil, fsToConnect("write", path.Dir(p), err)
-		}
-	}
-	_, statErr := os.Lstat(p)
-	f, err := os.OpenFile(p, flag, 0o600)
-	if err != nil {
-		return nil, fsToConnect("write", p, err)
-	}
-	defer f.Close()
-	if os.IsNotExist(statErr) || flag&os.O_EXCL != 0 {
-		if err := f.Chmod(goMode(mode)); err != nil {
-			return nil, fsToConnect("write", p, err)
-		}
-	}
-	var size int64
-	if flag&os.O_APPEND != 0 {
-		if fi, err := f.Stat(); err == nil {
-			size = fi.Size()
-		}
-	}
+	defer w.close()
 	var written int64
 	for stream.Receive() {
-		data := stream.Msg().GetData()
-		if h.SizeLimit > 0 && size+int64(len(data)) > h.SizeLimit {
-			return nil, fsToConnect("write", p, newFileError(agentv1.FileErrorKind_FILE_ERROR_KIND_FILE_TOO_LARGE, "write", p,
-				"file would exceed the size limit of "+strconv.FormatInt(h.SizeLimit, 10)+" bytes"))
-		}
-		n, err := f.Write(data)
-		written += int64(n)
-		size += int64(n)
+		n, err := w.write(stream.Msg().GetData())
+		written += n
 		if err != nil {
-			return nil, fsToConnect("write", p, err)
+			return nil, err
 		}
 	}
 	if err := stream.Err(); err != nil {
 		return nil, toConnect(err)
 	}
-	fi, err := f.Stat()
+	info, err := w.info()
 	if err != nil {
-		return nil, fsToConnect("write", p, err)
+		return nil, err
 	}
-	if err := f.Close(); err != nil {
-		return nil, fsToConnect("write", p, err)
+	if err := w.close(); err != nil {
+		return nil, err
 	}
-	return connect.NewResponse(&agentv1.WriteFileResponse{BytesWritten: written, Info: infoOf(p, fi)}), nil
+	return connect.NewResponse(&agentv1.WriteFileResponse{BytesWritten: written, Info: info}), nil
 }
 
 // TarIn extracts a tar archive so that its entry "." becomes the header's

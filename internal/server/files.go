@@ -12,7 +12,8 @@ import (
 
 // fileService serves FileService by forwarding each call to the agent of
 // the sandbox it names. The agent validates paths and reports filesystem
-// errors; large reads and writes stream through without being buffered.
+// errors; large reads and writes stream through without being buffered,
+// small ones go in one message each way (files_small.go).
 type fileService struct{ s *Server }
 
 var _ sandboxdv1connect.FileServiceHandler = (*fileService)(nil)

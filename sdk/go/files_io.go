@@ -83,8 +83,24 @@ func (f *Files) OpenRange(ctx context.Context, p string, offset, length int64) (
 	return &FileReader{info: fileInfoFromPB(m.Info), s: s, cancel: cancel, buf: m.Data}, nil
 }
 
-// ReadFile returns the content of the file p.
+// wholeMax is the largest file ReadFile and WriteFile move in one message
+// (GetFile, PutFile) rather than stream: for small files a stream's extra
+// round trips, into the sandbox's network stack above all, cost more than
+// the data.
+const wholeMax = 1 << 20
+
+// ReadFile returns the content of the file p: a regular file of up to 1 MiB
+// in one call, anything else streamed.
 func (f *Files) ReadFile(ctx context.Context, p string) ([]byte, error) {
+	resp, err := f.sb.c.files.GetFile(ctx, connect.NewRequest(&pb.GetFileRequest{SandboxId: f.sb.ID, Path: p, MaxSize: wholeMax}))
+	switch {
+	case err == nil && resp.Msg.Complete:
+		return resp.Msg.Data, nil
+	case err != nil && !unimplemented(err):
+		return nil, wrapFile(err)
+	}
+	// Larger than wholeMax, not a regular file, or a daemon or agent older
+	// than GetFile: stream it.
 	r, err := f.Open(ctx, p)
 	if err != nil {
 		return nil, err
@@ -97,6 +113,10 @@ func (f *Files) ReadFile(ctx context.Context, p string) ([]byte, error) {
 	_, err = b.ReadFrom(r)
 	return b.Bytes(), err
 }
+
+// unimplemented reports whether err says that the daemon, or the sandbox's
+// agent (restored from a snapshot of an older version), lacks a call.
+func unimplemented(err error) bool { return connect.CodeOf(err) == connect.CodeUnimplemented }
 
 // WriteOptions say how a file is written. nil means the defaults: create or
 // truncate, mode 0644 for a new file.
@@ -128,6 +148,21 @@ type FileWriter struct {
 
 // Create opens the file p for writing, as o says.
 func (f *Files) Create(ctx context.Context, p string, o *WriteOptions) (*FileWriter, error) {
+	hdr, err := f.writeHeader(p, o)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	w := &FileWriter{s: f.sb.c.files.WriteFile(ctx), cancel: cancel, buf: make([]byte, 0, fileChunk)}
+	if err := w.send(&pb.WriteFileRequest{Msg: &pb.WriteFileRequest_Header{Header: hdr}}); err != nil {
+		w.Close()
+		return nil, w.err
+	}
+	return w, nil
+}
+
+// writeHeader is the header of a write of p as o says (nil: the defaults).
+func (f *Files) writeHeader(p string, o *WriteOptions) (*pb.WriteHeader, error) {
 	if o == nil {
 		o = &WriteOptions{}
 	}
@@ -140,15 +175,8 @@ func (f *Files) Create(ctx context.Context, p string, o *WriteOptions) (*FileWri
 	case o.Exclusive:
 		mode = pb.WriteMode_WRITE_MODE_EXCLUSIVE
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	w := &FileWriter{s: f.sb.c.files.WriteFile(ctx), cancel: cancel, buf: make([]byte, 0, fileChunk)}
-	hdr := &pb.WriteHeader{SandboxId: f.sb.ID, Path: p, WriteMode: mode, Mode: modeToUnix(o.Mode),
-		Parents: o.MakeParents, SizeLimit: o.SizeLimit}
-	if err := w.send(&pb.WriteFileRequest{Msg: &pb.WriteFileRequest_Header{Header: hdr}}); err != nil {
-		w.Close()
-		return nil, w.err
-	}
-	return w, nil
+	return &pb.WriteHeader{SandboxId: f.sb.ID, Path: p, WriteMode: mode, Mode: modeToUnix(o.Mode),
+		Parents: o.MakeParents, SizeLimit: o.SizeLimit}, nil
 }
 
 func (w *FileWriter) send(m *pb.WriteFileRequest) error {
@@ -214,15 +242,53 @@ func (w *FileWriter) Close() error {
 	return w.err
 }
 
-// WriteFile writes data to the file p, as o says (nil: create or truncate).
+// WriteFile writes data to the file p, as o says (nil: create or truncate):
+// up to 1 MiB in one call, more streamed.
 func (f *Files) WriteFile(ctx context.Context, p string, data []byte, o *WriteOptions) error {
-	_, err := f.WriteFrom(ctx, p, bytes.NewReader(data), o)
+	if len(data) <= wholeMax {
+		if done, err := f.put(ctx, p, data, o); done {
+			return err
+		}
+	}
+	_, err := f.writeStream(ctx, p, bytes.NewReader(data), o)
 	return err
 }
 
-// WriteFrom writes the file p with what r gives until EOF, streamed, and
-// returns the number of bytes written.
+// WriteFrom writes the file p with what r gives until EOF, and returns the
+// number of bytes written. What r gives beyond wholeMax is streamed as it
+// comes; up to that, it is sent once r ends, in one call.
 func (f *Files) WriteFrom(ctx context.Context, p string, r io.Reader, o *WriteOptions) (int64, error) {
+	head, err := io.ReadAll(io.LimitReader(r, wholeMax+1))
+	if err != nil {
+		return 0, err
+	}
+	if len(head) <= wholeMax {
+		if done, err := f.put(ctx, p, head, o); done {
+			if err != nil {
+				return 0, err
+			}
+			return int64(len(head)), nil
+		}
+	}
+	return f.writeStream(ctx, p, io.MultiReader(bytes.NewReader(head), r), o)
+}
+
+// put writes the whole file p in one call. done is false when the daemon or
+// the sandbox's agent is older than PutFile: the caller streams instead.
+func (f *Files) put(ctx context.Context, p string, data []byte, o *WriteOptions) (done bool, err error) {
+	hdr, err := f.writeHeader(p, o)
+	if err != nil {
+		return true, err
+	}
+	_, err = f.sb.c.files.PutFile(ctx, connect.NewRequest(&pb.PutFileRequest{Header: hdr, Data: data}))
+	if err != nil && unimplemented(err) {
+		return false, nil
+	}
+	return true, wrapFile(err)
+}
+
+// writeStream writes the file p with what r gives until EOF, streamed.
+func (f *Files) writeStream(ctx context.Context, p string, r io.Reader, o *WriteOptions) (int64, error) {
 	w, err := f.Create(ctx, p, o)
 	if err != nil {
 		return 0, err

@@ -43,6 +43,33 @@ func TestFilesCalls(t *testing.T) {
 			t.Errorf("sha256sum in the sandbox: got %q, want %x", r.stdout, sum)
 		}
 	})
+	// Files up to 1 MiB move in one call (PutFile, GetFile), larger ones
+	// stream: both sides of that line, and a file the stat size of which
+	// is not its content.
+	t.Run("one call and stream", func(t *testing.T) {
+		for _, n := range []int{0, 1, 1 << 20, 1<<20 + 1, 3<<20 + 5} {
+			data := bytes.Repeat(bin, n/len(bin)+1)[:n]
+			p := "/data/sized"
+			if err := f.WriteFile(ctx, p, data, &sandboxd.WriteOptions{Mode: 0o666}); err != nil {
+				t.Fatalf("write %d bytes: %v", n, err)
+			}
+			got, err := f.ReadFile(ctx, p)
+			if err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("read back %d bytes, %v; want the %d written", len(got), err, n)
+			}
+			if wn, err := f.WriteFrom(ctx, p, bytes.NewReader(data), &sandboxd.WriteOptions{Append: true}); err != nil || wn != int64(n) {
+				t.Fatalf("append %d bytes from a reader: wrote %d, %v", n, wn, err)
+			}
+			if fi, err := f.Stat(ctx, p); err != nil || fi.Size != 2*int64(n) || fi.Mode != 0o666 {
+				t.Errorf("after %d bytes and as many appended: got %+v, %v; want %d bytes, mode 0666 (no umask)", n, fi, err, 2*n)
+			}
+			f.Remove(ctx, p)
+		}
+		got, err := f.ReadFile(ctx, "/proc/self/status")
+		if err != nil || !bytes.Contains(got, []byte("Pid:")) {
+			t.Errorf("read /proc/self/status: got %q, %v", got, err)
+		}
+	})
 	t.Run("range read", func(t *testing.T) {
 		r, err := f.OpenRange(ctx, "/data/bin", 65530, 10)
 		if err != nil {

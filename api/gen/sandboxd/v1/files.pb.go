@@ -1289,6 +1289,228 @@ func (x *WriteFileResponse) GetInfo() *FileInfo {
 	return nil
 }
 
+type PutFileRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// As WriteFile's first message.
+	Header *WriteHeader `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// The whole content (appended, with WRITE_MODE_APPEND).
+	Data          []byte `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutFileRequest) Reset() {
+	*x = PutFileRequest{}
+	mi := &file_sandboxd_v1_files_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutFileRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutFileRequest) ProtoMessage() {}
+
+func (x *PutFileRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sandboxd_v1_files_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutFileRequest.ProtoReflect.Descriptor instead.
+func (*PutFileRequest) Descriptor() ([]byte, []int) {
+	return file_sandboxd_v1_files_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *PutFileRequest) GetHeader() *WriteHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *PutFileRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type PutFileResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	BytesWritten  int64                  `protobuf:"varint,1,opt,name=bytes_written,json=bytesWritten,proto3" json:"bytes_written,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutFileResponse) Reset() {
+	*x = PutFileResponse{}
+	mi := &file_sandboxd_v1_files_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutFileResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutFileResponse) ProtoMessage() {}
+
+func (x *PutFileResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sandboxd_v1_files_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutFileResponse.ProtoReflect.Descriptor instead.
+func (*PutFileResponse) Descriptor() ([]byte, []int) {
+	return file_sandboxd_v1_files_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *PutFileResponse) GetBytesWritten() int64 {
+	if x != nil {
+		return x.BytesWritten
+	}
+	return 0
+}
+
+type GetFileRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	SandboxId string                 `protobuf:"bytes,15,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
+	Path      string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	// The most bytes to return whole; 0 or more than 4 MiB mean 4 MiB.
+	MaxSize       int64 `protobuf:"varint,2,opt,name=max_size,json=maxSize,proto3" json:"max_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetFileRequest) Reset() {
+	*x = GetFileRequest{}
+	mi := &file_sandboxd_v1_files_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetFileRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetFileRequest) ProtoMessage() {}
+
+func (x *GetFileRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sandboxd_v1_files_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetFileRequest.ProtoReflect.Descriptor instead.
+func (*GetFileRequest) Descriptor() ([]byte, []int) {
+	return file_sandboxd_v1_files_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *GetFileRequest) GetSandboxId() string {
+	if x != nil {
+		return x.SandboxId
+	}
+	return ""
+}
+
+func (x *GetFileRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *GetFileRequest) GetMaxSize() int64 {
+	if x != nil {
+		return x.MaxSize
+	}
+	return 0
+}
+
+type GetFileResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Info  *FileInfo              `protobuf:"bytes,1,opt,name=info,proto3" json:"info,omitempty"`
+	// The whole content when complete; else empty.
+	Data []byte `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	// False when the file was not read: larger than max_size, or not a
+	// regular file (a device, a fifo).
+	Complete      bool `protobuf:"varint,3,opt,name=complete,proto3" json:"complete,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetFileResponse) Reset() {
+	*x = GetFileResponse{}
+	mi := &file_sandboxd_v1_files_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetFileResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetFileResponse) ProtoMessage() {}
+
+func (x *GetFileResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sandboxd_v1_files_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetFileResponse.ProtoReflect.Descriptor instead.
+func (*GetFileResponse) Descriptor() ([]byte, []int) {
+	return file_sandboxd_v1_files_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *GetFileResponse) GetInfo() *FileInfo {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+func (x *GetFileResponse) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *GetFileResponse) GetComplete() bool {
+	if x != nil {
+		return x.Complete
+	}
+	return false
+}
+
 type TarOutRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	SandboxId     string                 `protobuf:"bytes,15,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
@@ -1299,7 +1521,7 @@ type TarOutRequest struct {
 
 func (x *TarOutRequest) Reset() {
 	*x = TarOutRequest{}
-	mi := &file_sandboxd_v1_files_proto_msgTypes[17]
+	mi := &file_sandboxd_v1_files_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1311,7 +1533,7 @@ func (x *TarOutRequest) String() string {
 func (*TarOutRequest) ProtoMessage() {}
 
 func (x *TarOutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sandboxd_v1_files_proto_msgTypes[17]
+	mi := &file_sandboxd_v1_files_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1324,7 +1546,7 @@ func (x *TarOutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TarOutRequest.ProtoReflect.Descriptor instead.
 func (*TarOutRequest) Descriptor() ([]byte, []int) {
-	return file_sandboxd_v1_files_proto_rawDescGZIP(), []int{17}
+	return file_sandboxd_v1_files_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *TarOutRequest) GetSandboxId() string {
@@ -1350,7 +1572,7 @@ type DataChunk struct {
 
 func (x *DataChunk) Reset() {
 	*x = DataChunk{}
-	mi := &file_sandboxd_v1_files_proto_msgTypes[18]
+	mi := &file_sandboxd_v1_files_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1362,7 +1584,7 @@ func (x *DataChunk) String() string {
 func (*DataChunk) ProtoMessage() {}
 
 func (x *DataChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_sandboxd_v1_files_proto_msgTypes[18]
+	mi := &file_sandboxd_v1_files_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1375,7 +1597,7 @@ func (x *DataChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataChunk.ProtoReflect.Descriptor instead.
 func (*DataChunk) Descriptor() ([]byte, []int) {
-	return file_sandboxd_v1_files_proto_rawDescGZIP(), []int{18}
+	return file_sandboxd_v1_files_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DataChunk) GetData() []byte {
@@ -1398,7 +1620,7 @@ type TarInHeader struct {
 
 func (x *TarInHeader) Reset() {
 	*x = TarInHeader{}
-	mi := &file_sandboxd_v1_files_proto_msgTypes[19]
+	mi := &file_sandboxd_v1_files_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1410,7 +1632,7 @@ func (x *TarInHeader) String() string {
 func (*TarInHeader) ProtoMessage() {}
 
 func (x *TarInHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_sandboxd_v1_files_proto_msgTypes[19]
+	mi := &file_sandboxd_v1_files_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1423,7 +1645,7 @@ func (x *TarInHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TarInHeader.ProtoReflect.Descriptor instead.
 func (*TarInHeader) Descriptor() ([]byte, []int) {
-	return file_sandboxd_v1_files_proto_rawDescGZIP(), []int{19}
+	return file_sandboxd_v1_files_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *TarInHeader) GetSandboxId() string {
@@ -1453,7 +1675,7 @@ type TarInRequest struct {
 
 func (x *TarInRequest) Reset() {
 	*x = TarInRequest{}
-	mi := &file_sandboxd_v1_files_proto_msgTypes[20]
+	mi := &file_sandboxd_v1_files_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1465,7 +1687,7 @@ func (x *TarInRequest) String() string {
 func (*TarInRequest) ProtoMessage() {}
 
 func (x *TarInRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sandboxd_v1_files_proto_msgTypes[20]
+	mi := &file_sandboxd_v1_files_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1478,7 +1700,7 @@ func (x *TarInRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TarInRequest.ProtoReflect.Descriptor instead.
 func (*TarInRequest) Descriptor() ([]byte, []int) {
-	return file_sandboxd_v1_files_proto_rawDescGZIP(), []int{20}
+	return file_sandboxd_v1_files_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *TarInRequest) GetMsg() isTarInRequest_Msg {
@@ -1532,7 +1754,7 @@ type TarInResponse struct {
 
 func (x *TarInResponse) Reset() {
 	*x = TarInResponse{}
-	mi := &file_sandboxd_v1_files_proto_msgTypes[21]
+	mi := &file_sandboxd_v1_files_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1544,7 +1766,7 @@ func (x *TarInResponse) String() string {
 func (*TarInResponse) ProtoMessage() {}
 
 func (x *TarInResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sandboxd_v1_files_proto_msgTypes[21]
+	mi := &file_sandboxd_v1_files_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1557,7 +1779,7 @@ func (x *TarInResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TarInResponse.ProtoReflect.Descriptor instead.
 func (*TarInResponse) Descriptor() ([]byte, []int) {
-	return file_sandboxd_v1_files_proto_rawDescGZIP(), []int{21}
+	return file_sandboxd_v1_files_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *TarInResponse) GetEntries() int64 {
@@ -1588,7 +1810,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_sandboxd_v1_files_proto_msgTypes[22]
+	mi := &file_sandboxd_v1_files_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1600,7 +1822,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sandboxd_v1_files_proto_msgTypes[22]
+	mi := &file_sandboxd_v1_files_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1613,7 +1835,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_sandboxd_v1_files_proto_rawDescGZIP(), []int{22}
+	return file_sandboxd_v1_files_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *WatchRequest) GetSandboxId() string {
@@ -1655,7 +1877,7 @@ type WatchEvent struct {
 
 func (x *WatchEvent) Reset() {
 	*x = WatchEvent{}
-	mi := &file_sandboxd_v1_files_proto_msgTypes[23]
+	mi := &file_sandboxd_v1_files_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1667,7 +1889,7 @@ func (x *WatchEvent) String() string {
 func (*WatchEvent) ProtoMessage() {}
 
 func (x *WatchEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_sandboxd_v1_files_proto_msgTypes[23]
+	mi := &file_sandboxd_v1_files_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1680,7 +1902,7 @@ func (x *WatchEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEvent.ProtoReflect.Descriptor instead.
 func (*WatchEvent) Descriptor() ([]byte, []int) {
-	return file_sandboxd_v1_files_proto_rawDescGZIP(), []int{23}
+	return file_sandboxd_v1_files_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *WatchEvent) GetType() WatchEventType {
@@ -1780,7 +2002,21 @@ const file_sandboxd_v1_files_proto_rawDesc = "" +
 	"\x03msg\"c\n" +
 	"\x11WriteFileResponse\x12#\n" +
 	"\rbytes_written\x18\x01 \x01(\x03R\fbytesWritten\x12)\n" +
-	"\x04info\x18\x02 \x01(\v2\x15.sandboxd.v1.FileInfoR\x04info\"B\n" +
+	"\x04info\x18\x02 \x01(\v2\x15.sandboxd.v1.FileInfoR\x04info\"V\n" +
+	"\x0ePutFileRequest\x120\n" +
+	"\x06header\x18\x01 \x01(\v2\x18.sandboxd.v1.WriteHeaderR\x06header\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"6\n" +
+	"\x0fPutFileResponse\x12#\n" +
+	"\rbytes_written\x18\x01 \x01(\x03R\fbytesWritten\"^\n" +
+	"\x0eGetFileRequest\x12\x1d\n" +
+	"\n" +
+	"sandbox_id\x18\x0f \x01(\tR\tsandboxId\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x19\n" +
+	"\bmax_size\x18\x02 \x01(\x03R\amaxSize\"l\n" +
+	"\x0fGetFileResponse\x12)\n" +
+	"\x04info\x18\x01 \x01(\v2\x15.sandboxd.v1.FileInfoR\x04info\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\x12\x1a\n" +
+	"\bcomplete\x18\x03 \x01(\bR\bcomplete\"B\n" +
 	"\rTarOutRequest\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x0f \x01(\tR\tsandboxId\x12\x12\n" +
@@ -1839,7 +2075,7 @@ const file_sandboxd_v1_files_proto_rawDesc = "" +
 	"\x17WATCH_EVENT_TYPE_MODIFY\x10\x03\x12\x1b\n" +
 	"\x17WATCH_EVENT_TYPE_REMOVE\x10\x04\x12\x1b\n" +
 	"\x17WATCH_EVENT_TYPE_RENAME\x10\x05\x12\x1d\n" +
-	"\x19WATCH_EVENT_TYPE_OVERFLOW\x10\x062\xb6\x05\n" +
+	"\x19WATCH_EVENT_TYPE_OVERFLOW\x10\x062\xc2\x06\n" +
 	"\vFileService\x12;\n" +
 	"\x04Stat\x12\x18.sandboxd.v1.StatRequest\x1a\x19.sandboxd.v1.StatResponse\x12D\n" +
 	"\aListDir\x12\x1b.sandboxd.v1.ListDirRequest\x1a\x1c.sandboxd.v1.ListDirResponse\x12D\n" +
@@ -1847,7 +2083,9 @@ const file_sandboxd_v1_files_proto_rawDesc = "" +
 	"\x06Remove\x12\x1a.sandboxd.v1.RemoveRequest\x1a\x1b.sandboxd.v1.RemoveResponse\x12A\n" +
 	"\x06Rename\x12\x1a.sandboxd.v1.RenameRequest\x1a\x1b.sandboxd.v1.RenameResponse\x12I\n" +
 	"\bReadFile\x12\x1c.sandboxd.v1.ReadFileRequest\x1a\x1d.sandboxd.v1.ReadFileResponse0\x01\x12L\n" +
-	"\tWriteFile\x12\x1d.sandboxd.v1.WriteFileRequest\x1a\x1e.sandboxd.v1.WriteFileResponse(\x01\x12>\n" +
+	"\tWriteFile\x12\x1d.sandboxd.v1.WriteFileRequest\x1a\x1e.sandboxd.v1.WriteFileResponse(\x01\x12D\n" +
+	"\aPutFile\x12\x1b.sandboxd.v1.PutFileRequest\x1a\x1c.sandboxd.v1.PutFileResponse\x12D\n" +
+	"\aGetFile\x12\x1b.sandboxd.v1.GetFileRequest\x1a\x1c.sandboxd.v1.GetFileResponse\x12>\n" +
 	"\x06TarOut\x12\x1a.sandboxd.v1.TarOutRequest\x1a\x16.sandboxd.v1.DataChunk0\x01\x12@\n" +
 	"\x05TarIn\x12\x19.sandboxd.v1.TarInRequest\x1a\x1a.sandboxd.v1.TarInResponse(\x01\x12=\n" +
 	"\x05Watch\x12\x19.sandboxd.v1.WatchRequest\x1a\x17.sandboxd.v1.WatchEvent0\x01B=Z;github.com/sandboxd/sandboxd/api/gen/sandboxd/v1;sandboxdv1b\x06proto3"
@@ -1865,7 +2103,7 @@ func file_sandboxd_v1_files_proto_rawDescGZIP() []byte {
 }
 
 var file_sandboxd_v1_files_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_sandboxd_v1_files_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_sandboxd_v1_files_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_sandboxd_v1_files_proto_goTypes = []any{
 	(FileType)(0),             // 0: sandboxd.v1.FileType
 	(FileErrorKind)(0),        // 1: sandboxd.v1.FileErrorKind
@@ -1888,13 +2126,17 @@ var file_sandboxd_v1_files_proto_goTypes = []any{
 	(*WriteHeader)(nil),       // 18: sandboxd.v1.WriteHeader
 	(*WriteFileRequest)(nil),  // 19: sandboxd.v1.WriteFileRequest
 	(*WriteFileResponse)(nil), // 20: sandboxd.v1.WriteFileResponse
-	(*TarOutRequest)(nil),     // 21: sandboxd.v1.TarOutRequest
-	(*DataChunk)(nil),         // 22: sandboxd.v1.DataChunk
-	(*TarInHeader)(nil),       // 23: sandboxd.v1.TarInHeader
-	(*TarInRequest)(nil),      // 24: sandboxd.v1.TarInRequest
-	(*TarInResponse)(nil),     // 25: sandboxd.v1.TarInResponse
-	(*WatchRequest)(nil),      // 26: sandboxd.v1.WatchRequest
-	(*WatchEvent)(nil),        // 27: sandboxd.v1.WatchEvent
+	(*PutFileRequest)(nil),    // 21: sandboxd.v1.PutFileRequest
+	(*PutFileResponse)(nil),   // 22: sandboxd.v1.PutFileResponse
+	(*GetFileRequest)(nil),    // 23: sandboxd.v1.GetFileRequest
+	(*GetFileResponse)(nil),   // 24: sandboxd.v1.GetFileResponse
+	(*TarOutRequest)(nil),     // 25: sandboxd.v1.TarOutRequest
+	(*DataChunk)(nil),         // 26: sandboxd.v1.DataChunk
+	(*TarInHeader)(nil),       // 27: sandboxd.v1.TarInHeader
+	(*TarInRequest)(nil),      // 28: sandboxd.v1.TarInRequest
+	(*TarInResponse)(nil),     // 29: sandboxd.v1.TarInResponse
+	(*WatchRequest)(nil),      // 30: sandboxd.v1.WatchRequest
+	(*WatchEvent)(nil),        // 31: sandboxd.v1.WatchEvent
 }
 var file_sandboxd_v1_files_proto_depIdxs = []int32{
 	0,  // 0: sandboxd.v1.FileInfo.type:type_name -> sandboxd.v1.FileType
@@ -1905,33 +2147,39 @@ var file_sandboxd_v1_files_proto_depIdxs = []int32{
 	2,  // 5: sandboxd.v1.WriteHeader.write_mode:type_name -> sandboxd.v1.WriteMode
 	18, // 6: sandboxd.v1.WriteFileRequest.header:type_name -> sandboxd.v1.WriteHeader
 	4,  // 7: sandboxd.v1.WriteFileResponse.info:type_name -> sandboxd.v1.FileInfo
-	23, // 8: sandboxd.v1.TarInRequest.header:type_name -> sandboxd.v1.TarInHeader
-	3,  // 9: sandboxd.v1.WatchEvent.type:type_name -> sandboxd.v1.WatchEventType
-	6,  // 10: sandboxd.v1.FileService.Stat:input_type -> sandboxd.v1.StatRequest
-	8,  // 11: sandboxd.v1.FileService.ListDir:input_type -> sandboxd.v1.ListDirRequest
-	10, // 12: sandboxd.v1.FileService.MakeDir:input_type -> sandboxd.v1.MakeDirRequest
-	12, // 13: sandboxd.v1.FileService.Remove:input_type -> sandboxd.v1.RemoveRequest
-	14, // 14: sandboxd.v1.FileService.Rename:input_type -> sandboxd.v1.RenameRequest
-	16, // 15: sandboxd.v1.FileService.ReadFile:input_type -> sandboxd.v1.ReadFileRequest
-	19, // 16: sandboxd.v1.FileService.WriteFile:input_type -> sandboxd.v1.WriteFileRequest
-	21, // 17: sandboxd.v1.FileService.TarOut:input_type -> sandboxd.v1.TarOutRequest
-	24, // 18: sandboxd.v1.FileService.TarIn:input_type -> sandboxd.v1.TarInRequest
-	26, // 19: sandboxd.v1.FileService.Watch:input_type -> sandboxd.v1.WatchRequest
-	7,  // 20: sandboxd.v1.FileService.Stat:output_type -> sandboxd.v1.StatResponse
-	9,  // 21: sandboxd.v1.FileService.ListDir:output_type -> sandboxd.v1.ListDirResponse
-	11, // 22: sandboxd.v1.FileService.MakeDir:output_type -> sandboxd.v1.MakeDirResponse
-	13, // 23: sandboxd.v1.FileService.Remove:output_type -> sandboxd.v1.RemoveResponse
-	15, // 24: sandboxd.v1.FileService.Rename:output_type -> sandboxd.v1.RenameResponse
-	17, // 25: sandboxd.v1.FileService.ReadFile:output_type -> sandboxd.v1.ReadFileResponse
-	20, // 26: sandboxd.v1.FileService.WriteFile:output_type -> sandboxd.v1.WriteFileResponse
-	22, // 27: sandboxd.v1.FileService.TarOut:output_type -> sandboxd.v1.DataChunk
-	25, // 28: sandboxd.v1.FileService.TarIn:output_type -> sandboxd.v1.TarInResponse
-	27, // 29: sandboxd.v1.FileService.Watch:output_type -> sandboxd.v1.WatchEvent
-	20, // [20:30] is the sub-list for method output_type
-	10, // [10:20] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	18, // 8: sandboxd.v1.PutFileRequest.header:type_name -> sandboxd.v1.WriteHeader
+	4,  // 9: sandboxd.v1.GetFileResponse.info:type_name -> sandboxd.v1.FileInfo
+	27, // 10: sandboxd.v1.TarInRequest.header:type_name -> sandboxd.v1.TarInHeader
+	3,  // 11: sandboxd.v1.WatchEvent.type:type_name -> sandboxd.v1.WatchEventType
+	6,  // 12: sandboxd.v1.FileService.Stat:input_type -> sandboxd.v1.StatRequest
+	8,  // 13: sandboxd.v1.FileService.ListDir:input_type -> sandboxd.v1.ListDirRequest
+	10, // 14: sandboxd.v1.FileService.MakeDir:input_type -> sandboxd.v1.MakeDirRequest
+	12, // 15: sandboxd.v1.FileService.Remove:input_type -> sandboxd.v1.RemoveRequest
+	14, // 16: sandboxd.v1.FileService.Rename:input_type -> sandboxd.v1.RenameRequest
+	16, // 17: sandboxd.v1.FileService.ReadFile:input_type -> sandboxd.v1.ReadFileRequest
+	19, // 18: sandboxd.v1.FileService.WriteFile:input_type -> sandboxd.v1.WriteFileRequest
+	21, // 19: sandboxd.v1.FileService.PutFile:input_type -> sandboxd.v1.PutFileRequest
+	23, // 20: sandboxd.v1.FileService.GetFile:input_type -> sandboxd.v1.GetFileRequest
+	25, // 21: sandboxd.v1.FileService.TarOut:input_type -> sandboxd.v1.TarOutRequest
+	28, // 22: sandboxd.v1.FileService.TarIn:input_type -> sandboxd.v1.TarInRequest
+	30, // 23: sandboxd.v1.FileService.Watch:input_type -> sandboxd.v1.WatchRequest
+	7,  // 24: sandboxd.v1.FileService.Stat:output_type -> sandboxd.v1.StatResponse
+	9,  // 25: sandboxd.v1.FileService.ListDir:output_type -> sandboxd.v1.ListDirResponse
+	11, // 26: sandboxd.v1.FileService.MakeDir:output_type -> sandboxd.v1.MakeDirResponse
+	13, // 27: sandboxd.v1.FileService.Remove:output_type -> sandboxd.v1.RemoveResponse
+	15, // 28: sandboxd.v1.FileService.Rename:output_type -> sandboxd.v1.RenameResponse
+	17, // 29: sandboxd.v1.FileService.ReadFile:output_type -> sandboxd.v1.ReadFileResponse
+	20, // 30: sandboxd.v1.FileService.WriteFile:output_type -> sandboxd.v1.WriteFileResponse
+	22, // 31: sandboxd.v1.FileService.PutFile:output_type -> sandboxd.v1.PutFileResponse
+	24, // 32: sandboxd.v1.FileService.GetFile:output_type -> sandboxd.v1.GetFileResponse
+	26, // 33: sandboxd.v1.FileService.TarOut:output_type -> sandboxd.v1.DataChunk
+	29, // 34: sandboxd.v1.FileService.TarIn:output_type -> sandboxd.v1.TarInResponse
+	31, // 35: sandboxd.v1.FileService.Watch:output_type -> sandboxd.v1.WatchEvent
+	24, // [24:36] is the sub-list for method output_type
+	12, // [12:24] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_sandboxd_v1_files_proto_init() }
@@ -1943,7 +2191,7 @@ func file_sandboxd_v1_files_proto_init() {
 		(*WriteFileRequest_Header)(nil),
 		(*WriteFileRequest_Data)(nil),
 	}
-	file_sandboxd_v1_files_proto_msgTypes[20].OneofWrappers = []any{
+	file_sandboxd_v1_files_proto_msgTypes[24].OneofWrappers = []any{
 		(*TarInRequest_Header)(nil),
 		(*TarInRequest_Data)(nil),
 	}
@@ -1953,7 +2201,7 @@ func file_sandboxd_v1_files_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sandboxd_v1_files_proto_rawDesc), len(file_sandboxd_v1_files_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   24,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

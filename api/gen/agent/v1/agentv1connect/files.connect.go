@@ -61,6 +61,12 @@ const (
 	// FilesystemServiceWriteFileProcedure is the fully-qualified name of the FilesystemService's
 	// WriteFile RPC.
 	FilesystemServiceWriteFileProcedure = "/sandboxd.agent.v1.FilesystemService/WriteFile"
+	// FilesystemServicePutFileProcedure is the fully-qualified name of the FilesystemService's PutFile
+	// RPC.
+	FilesystemServicePutFileProcedure = "/sandboxd.agent.v1.FilesystemService/PutFile"
+	// FilesystemServiceGetFileProcedure is the fully-qualified name of the FilesystemService's GetFile
+	// RPC.
+	FilesystemServiceGetFileProcedure = "/sandboxd.agent.v1.FilesystemService/GetFile"
 	// FilesystemServiceTarOutProcedure is the fully-qualified name of the FilesystemService's TarOut
 	// RPC.
 	FilesystemServiceTarOutProcedure = "/sandboxd.agent.v1.FilesystemService/TarOut"
@@ -85,6 +91,16 @@ type FilesystemServiceClient interface {
 	// WriteFile writes a file from a stream: the first message is the header,
 	// the following ones data, in order.
 	WriteFile(context.Context) *connect.ClientStreamForClient[v1.WriteFileRequest, v1.WriteFileResponse]
+	// PutFile writes a whole file in one call, its data inline: the fast path
+	// for small files, where WriteFile's stream costs more round trips than
+	// the data. The header and the errors are WriteFile's; data is at most
+	// 4 MiB (larger is INVALID_ARGUMENT: stream it with WriteFile).
+	PutFile(context.Context, *connect.Request[v1.PutFileRequest]) (*connect.Response[v1.PutFileResponse], error)
+	// GetFile reads a whole regular file in one call when it holds at most
+	// max_size bytes; otherwise (larger, or not a regular file) it answers
+	// complete = false with the file's info and no data, and the caller reads
+	// it with ReadFile. Errors are ReadFile's.
+	GetFile(context.Context, *connect.Request[v1.GetFileRequest]) (*connect.Response[v1.GetFileResponse], error)
 	// TarOut streams a tar archive of a file or tree. The path itself is the
 	// entry "."; the tree's entries are "./sub/name". Symlinks are archived as
 	// links, never followed.
@@ -151,6 +167,18 @@ func NewFilesystemServiceClient(httpClient connect.HTTPClient, baseURL string, o
 			connect.WithSchema(filesystemServiceMethods.ByName("WriteFile")),
 			connect.WithClientOptions(opts...),
 		),
+		putFile: connect.NewClient[v1.PutFileRequest, v1.PutFileResponse](
+			httpClient,
+			baseURL+FilesystemServicePutFileProcedure,
+			connect.WithSchema(filesystemServiceMethods.ByName("PutFile")),
+			connect.WithClientOptions(opts...),
+		),
+		getFile: connect.NewClient[v1.GetFileRequest, v1.GetFileResponse](
+			httpClient,
+			baseURL+FilesystemServiceGetFileProcedure,
+			connect.WithSchema(filesystemServiceMethods.ByName("GetFile")),
+			connect.WithClientOptions(opts...),
+		),
 		tarOut: connect.NewClient[v1.TarOutRequest, v1.DataChunk](
 			httpClient,
 			baseURL+FilesystemServiceTarOutProcedure,
@@ -181,6 +209,8 @@ type filesystemServiceClient struct {
 	rename    *connect.Client[v1.RenameRequest, v1.RenameResponse]
 	readFile  *connect.Client[v1.ReadFileRequest, v1.ReadFileResponse]
 	writeFile *connect.Client[v1.WriteFileRequest, v1.WriteFileResponse]
+	putFile   *connect.Client[v1.PutFileRequest, v1.PutFileResponse]
+	getFile   *connect.Client[v1.GetFileRequest, v1.GetFileResponse]
 	tarOut    *connect.Client[v1.TarOutRequest, v1.DataChunk]
 	tarIn     *connect.Client[v1.TarInRequest, v1.TarInResponse]
 	watch     *connect.Client[v1.WatchRequest, v1.WatchEvent]
@@ -221,6 +251,16 @@ func (c *filesystemServiceClient) WriteFile(ctx context.Context) *connect.Client
 	return c.writeFile.CallClientStream(ctx)
 }
 
+// PutFile calls sandboxd.agent.v1.FilesystemService.PutFile.
+func (c *filesystemServiceClient) PutFile(ctx context.Context, req *connect.Request[v1.PutFileRequest]) (*connect.Response[v1.PutFileResponse], error) {
+	return c.putFile.CallUnary(ctx, req)
+}
+
+// GetFile calls sandboxd.agent.v1.FilesystemService.GetFile.
+func (c *filesystemServiceClient) GetFile(ctx context.Context, req *connect.Request[v1.GetFileRequest]) (*connect.Response[v1.GetFileResponse], error) {
+	return c.getFile.CallUnary(ctx, req)
+}
+
 // TarOut calls sandboxd.agent.v1.FilesystemService.TarOut.
 func (c *filesystemServiceClient) TarOut(ctx context.Context, req *connect.Request[v1.TarOutRequest]) (*connect.ServerStreamForClient[v1.DataChunk], error) {
 	return c.tarOut.CallServerStream(ctx, req)
@@ -251,6 +291,16 @@ type FilesystemServiceHandler interface {
 	// WriteFile writes a file from a stream: the first message is the header,
 	// the following ones data, in order.
 	WriteFile(context.Context, *connect.ClientStream[v1.WriteFileRequest]) (*connect.Response[v1.WriteFileResponse], error)
+	// PutFile writes a whole file in one call, its data inline: the fast path
+	// for small files, where WriteFile's stream costs more round trips than
+	// the data. The header and the errors are WriteFile's; data is at most
+	// 4 MiB (larger is INVALID_ARGUMENT: stream it with WriteFile).
+	PutFile(context.Context, *connect.Request[v1.PutFileRequest]) (*connect.Response[v1.PutFileResponse], error)
+	// GetFile reads a whole regular file in one call when it holds at most
+	// max_size bytes; otherwise (larger, or not a regular file) it answers
+	// complete = false with the file's info and no data, and the caller reads
+	// it with ReadFile. Errors are ReadFile's.
+	GetFile(context.Context, *connect.Request[v1.GetFileRequest]) (*connect.Response[v1.GetFileResponse], error)
 	// TarOut streams a tar archive of a file or tree. The path itself is the
 	// entry "."; the tree's entries are "./sub/name". Symlinks are archived as
 	// links, never followed.
@@ -313,6 +363,18 @@ func NewFilesystemServiceHandler(svc FilesystemServiceHandler, opts ...connect.H
 		connect.WithSchema(filesystemServiceMethods.ByName("WriteFile")),
 		connect.WithHandlerOptions(opts...),
 	)
+	filesystemServicePutFileHandler := connect.NewUnaryHandler(
+		FilesystemServicePutFileProcedure,
+		svc.PutFile,
+		connect.WithSchema(filesystemServiceMethods.ByName("PutFile")),
+		connect.WithHandlerOptions(opts...),
+	)
+	filesystemServiceGetFileHandler := connect.NewUnaryHandler(
+		FilesystemServiceGetFileProcedure,
+		svc.GetFile,
+		connect.WithSchema(filesystemServiceMethods.ByName("GetFile")),
+		connect.WithHandlerOptions(opts...),
+	)
 	filesystemServiceTarOutHandler := connect.NewServerStreamHandler(
 		FilesystemServiceTarOutProcedure,
 		svc.TarOut,
@@ -347,6 +409,10 @@ func NewFilesystemServiceHandler(svc FilesystemServiceHandler, opts ...connect.H
 			filesystemServiceReadFileHandler.ServeHTTP(w, r)
 		case FilesystemServiceWriteFileProcedure:
 			filesystemServiceWriteFileHandler.ServeHTTP(w, r)
+		case FilesystemServicePutFileProcedure:
+			filesystemServicePutFileHandler.ServeHTTP(w, r)
+		case FilesystemServiceGetFileProcedure:
+			filesystemServiceGetFileHandler.ServeHTTP(w, r)
 		case FilesystemServiceTarOutProcedure:
 			filesystemServiceTarOutHandler.ServeHTTP(w, r)
 		case FilesystemServiceTarInProcedure:
@@ -388,6 +454,14 @@ func (UnimplementedFilesystemServiceHandler) ReadFile(context.Context, *connect.
 
 func (UnimplementedFilesystemServiceHandler) WriteFile(context.Context, *connect.ClientStream[v1.WriteFileRequest]) (*connect.Response[v1.WriteFileResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sandboxd.agent.v1.FilesystemService.WriteFile is not implemented"))
+}
+
+func (UnimplementedFilesystemServiceHandler) PutFile(context.Context, *connect.Request[v1.PutFileRequest]) (*connect.Response[v1.PutFileResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sandboxd.agent.v1.FilesystemService.PutFile is not implemented"))
+}
+
+func (UnimplementedFilesystemServiceHandler) GetFile(context.Context, *connect.Request[v1.GetFileRequest]) (*connect.Response[v1.GetFileResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sandboxd.agent.v1.FilesystemService.GetFile is not implemented"))
 }
 
 func (UnimplementedFilesystemServiceHandler) TarOut(context.Context, *connect.Request[v1.TarOutRequest], *connect.ServerStream[v1.DataChunk]) error {

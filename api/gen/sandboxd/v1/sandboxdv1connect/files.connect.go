@@ -58,6 +58,10 @@ const (
 	FileServiceReadFileProcedure = "/sandboxd.v1.FileService/ReadFile"
 	// FileServiceWriteFileProcedure is the fully-qualified name of the FileService's WriteFile RPC.
 	FileServiceWriteFileProcedure = "/sandboxd.v1.FileService/WriteFile"
+	// FileServicePutFileProcedure is the fully-qualified name of the FileService's PutFile RPC.
+	FileServicePutFileProcedure = "/sandboxd.v1.FileService/PutFile"
+	// FileServiceGetFileProcedure is the fully-qualified name of the FileService's GetFile RPC.
+	FileServiceGetFileProcedure = "/sandboxd.v1.FileService/GetFile"
 	// FileServiceTarOutProcedure is the fully-qualified name of the FileService's TarOut RPC.
 	FileServiceTarOutProcedure = "/sandboxd.v1.FileService/TarOut"
 	// FileServiceTarInProcedure is the fully-qualified name of the FileService's TarIn RPC.
@@ -81,6 +85,16 @@ type FileServiceClient interface {
 	// WriteFile writes a file from a stream: the first message is the header,
 	// the following ones data, in order.
 	WriteFile(context.Context) *connect.ClientStreamForClient[v1.WriteFileRequest, v1.WriteFileResponse]
+	// PutFile writes a whole file in one call, its data inline: the fast path
+	// for small files, where WriteFile's stream costs more round trips than
+	// the data. The header and the errors are WriteFile's; data is at most
+	// 4 MiB (larger is INVALID_ARGUMENT: stream it with WriteFile).
+	PutFile(context.Context, *connect.Request[v1.PutFileRequest]) (*connect.Response[v1.PutFileResponse], error)
+	// GetFile reads a whole regular file in one call when it holds at most
+	// max_size bytes; otherwise (larger, or not a regular file) it answers
+	// complete = false with the file's info and no data, and the caller reads
+	// it with ReadFile. Errors are ReadFile's.
+	GetFile(context.Context, *connect.Request[v1.GetFileRequest]) (*connect.Response[v1.GetFileResponse], error)
 	// TarOut streams a tar archive of a file or tree. The path itself is the
 	// entry "."; the tree's entries are "./sub/name". Symlinks are archived as
 	// links, never followed.
@@ -147,6 +161,18 @@ func NewFileServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithSchema(fileServiceMethods.ByName("WriteFile")),
 			connect.WithClientOptions(opts...),
 		),
+		putFile: connect.NewClient[v1.PutFileRequest, v1.PutFileResponse](
+			httpClient,
+			baseURL+FileServicePutFileProcedure,
+			connect.WithSchema(fileServiceMethods.ByName("PutFile")),
+			connect.WithClientOptions(opts...),
+		),
+		getFile: connect.NewClient[v1.GetFileRequest, v1.GetFileResponse](
+			httpClient,
+			baseURL+FileServiceGetFileProcedure,
+			connect.WithSchema(fileServiceMethods.ByName("GetFile")),
+			connect.WithClientOptions(opts...),
+		),
 		tarOut: connect.NewClient[v1.TarOutRequest, v1.DataChunk](
 			httpClient,
 			baseURL+FileServiceTarOutProcedure,
@@ -177,6 +203,8 @@ type fileServiceClient struct {
 	rename    *connect.Client[v1.RenameRequest, v1.RenameResponse]
 	readFile  *connect.Client[v1.ReadFileRequest, v1.ReadFileResponse]
 	writeFile *connect.Client[v1.WriteFileRequest, v1.WriteFileResponse]
+	putFile   *connect.Client[v1.PutFileRequest, v1.PutFileResponse]
+	getFile   *connect.Client[v1.GetFileRequest, v1.GetFileResponse]
 	tarOut    *connect.Client[v1.TarOutRequest, v1.DataChunk]
 	tarIn     *connect.Client[v1.TarInRequest, v1.TarInResponse]
 	watch     *connect.Client[v1.WatchRequest, v1.WatchEvent]
@@ -217,6 +245,16 @@ func (c *fileServiceClient) WriteFile(ctx context.Context) *connect.ClientStream
 	return c.writeFile.CallClientStream(ctx)
 }
 
+// PutFile calls sandboxd.v1.FileService.PutFile.
+func (c *fileServiceClient) PutFile(ctx context.Context, req *connect.Request[v1.PutFileRequest]) (*connect.Response[v1.PutFileResponse], error) {
+	return c.putFile.CallUnary(ctx, req)
+}
+
+// GetFile calls sandboxd.v1.FileService.GetFile.
+func (c *fileServiceClient) GetFile(ctx context.Context, req *connect.Request[v1.GetFileRequest]) (*connect.Response[v1.GetFileResponse], error) {
+	return c.getFile.CallUnary(ctx, req)
+}
+
 // TarOut calls sandboxd.v1.FileService.TarOut.
 func (c *fileServiceClient) TarOut(ctx context.Context, req *connect.Request[v1.TarOutRequest]) (*connect.ServerStreamForClient[v1.DataChunk], error) {
 	return c.tarOut.CallServerStream(ctx, req)
@@ -247,6 +285,16 @@ type FileServiceHandler interface {
 	// WriteFile writes a file from a stream: the first message is the header,
 	// the following ones data, in order.
 	WriteFile(context.Context, *connect.ClientStream[v1.WriteFileRequest]) (*connect.Response[v1.WriteFileResponse], error)
+	// PutFile writes a whole file in one call, its data inline: the fast path
+	// for small files, where WriteFile's stream costs more round trips than
+	// the data. The header and the errors are WriteFile's; data is at most
+	// 4 MiB (larger is INVALID_ARGUMENT: stream it with WriteFile).
+	PutFile(context.Context, *connect.Request[v1.PutFileRequest]) (*connect.Response[v1.PutFileResponse], error)
+	// GetFile reads a whole regular file in one call when it holds at most
+	// max_size bytes; otherwise (larger, or not a regular file) it answers
+	// complete = false with the file's info and no data, and the caller reads
+	// it with ReadFile. Errors are ReadFile's.
+	GetFile(context.Context, *connect.Request[v1.GetFileRequest]) (*connect.Response[v1.GetFileResponse], error)
 	// TarOut streams a tar archive of a file or tree. The path itself is the
 	// entry "."; the tree's entries are "./sub/name". Symlinks are archived as
 	// links, never followed.
@@ -309,6 +357,18 @@ func NewFileServiceHandler(svc FileServiceHandler, opts ...connect.HandlerOption
 		connect.WithSchema(fileServiceMethods.ByName("WriteFile")),
 		connect.WithHandlerOptions(opts...),
 	)
+	fileServicePutFileHandler := connect.NewUnaryHandler(
+		FileServicePutFileProcedure,
+		svc.PutFile,
+		connect.WithSchema(fileServiceMethods.ByName("PutFile")),
+		connect.WithHandlerOptions(opts...),
+	)
+	fileServiceGetFileHandler := connect.NewUnaryHandler(
+		FileServiceGetFileProcedure,
+		svc.GetFile,
+		connect.WithSchema(fileServiceMethods.ByName("GetFile")),
+		connect.WithHandlerOptions(opts...),
+	)
 	fileServiceTarOutHandler := connect.NewServerStreamHandler(
 		FileServiceTarOutProcedure,
 		svc.TarOut,
@@ -343,6 +403,10 @@ func NewFileServiceHandler(svc FileServiceHandler, opts ...connect.HandlerOption
 			fileServiceReadFileHandler.ServeHTTP(w, r)
 		case FileServiceWriteFileProcedure:
 			fileServiceWriteFileHandler.ServeHTTP(w, r)
+		case FileServicePutFileProcedure:
+			fileServicePutFileHandler.ServeHTTP(w, r)
+		case FileServiceGetFileProcedure:
+			fileServiceGetFileHandler.ServeHTTP(w, r)
 		case FileServiceTarOutProcedure:
 			fileServiceTarOutHandler.ServeHTTP(w, r)
 		case FileServiceTarInProcedure:
@@ -384,6 +448,14 @@ func (UnimplementedFileServiceHandler) ReadFile(context.Context, *connect.Reques
 
 func (UnimplementedFileServiceHandler) WriteFile(context.Context, *connect.ClientStream[v1.WriteFileRequest]) (*connect.Response[v1.WriteFileResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sandboxd.v1.FileService.WriteFile is not implemented"))
+}
+
+func (UnimplementedFileServiceHandler) PutFile(context.Context, *connect.Request[v1.PutFileRequest]) (*connect.Response[v1.PutFileResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sandboxd.v1.FileService.PutFile is not implemented"))
+}
+
+func (UnimplementedFileServiceHandler) GetFile(context.Context, *connect.Request[v1.GetFileRequest]) (*connect.Response[v1.GetFileResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sandboxd.v1.FileService.GetFile is not implemented"))
 }
 
 func (UnimplementedFileServiceHandler) TarOut(context.Context, *connect.Request[v1.TarOutRequest], *connect.ServerStream[v1.DataChunk]) error {
