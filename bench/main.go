@@ -3,7 +3,8 @@
 // builds the binaries and runs it as root.
 //
 // It starts a private daemon on a temporary data directory (links and
-// namespaces prefixed sbb, addresses from 10.216.0.0/16) and drives raw runsc
+// namespaces prefixed sbbNN, addresses from 10.216.4*NN.0/22, NN random so
+// that two runs on one machine keep apart) and drives raw runsc
 // with its own --root under a temporary directory; it never touches the
 // default runsc root or a daemon at /var/lib/sandboxd. Everything it made is
 // removed at the end, also after an error or Ctrl-C.
@@ -19,6 +20,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	mrand "math/rand/v2"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -155,10 +157,11 @@ func run(o options) (err error) {
 		}
 	}()
 
+	slot := mrand.IntN(64)
 	logf("starting a private daemon (data dir under %s)", tmp)
 	d, err := startDaemon(ctx, daemonConfig{
 		binDir: o.binDir, runsc: o.runsc, dataDir: filepath.Join(tmp, "data"),
-		prefix: "sbb", cidr: "10.216.0.0/16",
+		prefix: fmt.Sprintf("sbb%02x", slot), cidr: fmt.Sprintf("10.216.%d.0/22", 4*slot),
 	})
 	if err != nil {
 		return fmt.Errorf("start daemon: %w", err)
