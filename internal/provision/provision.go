@@ -26,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -220,7 +221,7 @@ func (p *Provisioner) bringUp(ctx context.Context, req sandbox.ProvisionRequest,
 		ID: req.ID, BundleDir: sub("bundle"), RootfsPath: sub("rootfs"), ScratchDir: sub("scratch"),
 		LogPath: sub("init.log"),
 		Args:    []string{AgentBinDir + "/" + agentName, "init", "--config", AgentRunDir + "/agent.json"},
-		Env:     []string{"PATH=" + agent.DefaultPath},
+		Env:     []string{"PATH=" + agent.DefaultPath, agentProcs(req.Resources.CPU)},
 		Cwd:     "/",
 		Mounts: append(append([]runtime.Mount{
 			{Source: p.agentDir, Destination: AgentBinDir, ReadOnly: true},
@@ -261,6 +262,15 @@ func (p *Provisioner) bringUp(ctx context.Context, req sandbox.ProvisionRequest,
 	h = sandbox.Handle{ID: req.ID, AgentAddr: ep.AgentAddr(agent.DefaultPort), AgentToken: token}
 	h.Engine, _ = json.Marshal(engineState{Dir: dir, Endpoint: ep})
 	return p.withPid(h)
+}
+
+// agentProcs is the GOMAXPROCS of the agent: the sandbox's CPU limit,
+// rounded up. The sandbox shows every host CPU, and a Go runtime that runs
+// on more threads than its quota allows only hands work between them: one
+// agent call took about 1.75 ms with GOMAXPROCS=1 against 2.5 ms with 2,
+// under a 1-CPU quota. The agent's environment never reaches what it runs.
+func agentProcs(cpu float64) string {
+	return fmt.Sprintf("GOMAXPROCS=%d", max(1, int(math.Ceil(cpu))))
 }
 
 // withPid completes h with the sandbox's host process once its engine
