@@ -3,7 +3,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -19,17 +18,7 @@ import (
 // sandbox of its API owns (taken).
 func poolSandboxes(t *testing.T, d *daemon) []string {
 	t.Helper()
-	out, err := exec.Command("runsc", "--root", filepath.Join(d.dir, "runsc"), "list", "--format", "json").Output()
-	if err != nil {
-		t.Fatalf("runsc list: %v", err)
-	}
-	var list []struct {
-		ID     string `json:"id"`
-		Status string `json:"status"`
-	}
-	if err := json.Unmarshal(out, &list); err != nil {
-		t.Fatalf("runsc list: %v: %s", err, out)
-	}
+	running := containersIn(t, d, "running")
 	sbs, err := d.client().List(ctxT(t), sandboxd.ListOptions{All: true})
 	if err != nil {
 		t.Fatal(err)
@@ -43,9 +32,9 @@ func poolSandboxes(t *testing.T, d *daemon) []string {
 		}
 	}
 	var ids []string
-	for _, c := range list {
-		if c.Status == "running" && ready[c.ID] && !slices.ContainsFunc(sbs, func(i sandboxd.Info) bool { return i.ID == c.ID }) {
-			ids = append(ids, c.ID)
+	for _, id := range running {
+		if ready[id] && !slices.ContainsFunc(sbs, func(i sandboxd.Info) bool { return i.ID == id }) {
+			ids = append(ids, id)
 		}
 	}
 	return ids

@@ -16,6 +16,11 @@ import (
 // createdContainers returns the engine containers of daemon d that are
 // created but not started: its restore targets.
 func createdContainers(t *testing.T, d *daemon) []string {
+	return containersIn(t, d, "created")
+}
+
+// containersIn returns the engine containers of daemon d in status.
+func containersIn(t *testing.T, d *daemon, status string) []string {
 	t.Helper()
 	out, err := exec.Command("runsc", "--root", filepath.Join(d.dir, "runsc"), "list", "--format", "json").Output()
 	if err != nil {
@@ -30,7 +35,7 @@ func createdContainers(t *testing.T, d *daemon) []string {
 	}
 	var ids []string
 	for _, c := range list {
-		if c.Status == "created" {
+		if c.Status == status {
 			ids = append(ids, c.ID)
 		}
 	}
