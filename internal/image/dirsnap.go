@@ -42,7 +42,9 @@ func (s *Store) AddDirLayer(ctx context.Context, lowers []Digest, upper io.Reade
 	defer s.trash.add(tmp)
 	// First only the entries on the way to dir; if dir turns out to be
 	// reached through a symlink, everything (the symlink may lead anywhere).
+	st := s.newStages()
 	src, done, x, err := s.mergeAt(ctx, tmp, "1", lowers, upper, rel, onPathTo(rel))
+	st.mark("extract_mount")
 	if err != nil {
 		return "", err
 	}
@@ -50,7 +52,12 @@ func (s *Store) AddDirLayer(ctx context.Context, lowers []Digest, upper io.Reade
 		// The directory is the sandbox's own (made or replaced whole by it):
 		// the extracted diff is the whole tree, no second copy needed.
 		done()
-		return s.adoptDiffDir(ctx, filepath.Join(tmp, "1", "diff"), rel, x)
+		st.mark("covers_unmount")
+		d, err := s.adoptDiffDir(ctx, filepath.Join(tmp, "1", "diff"), rel, x, st)
+		if err == nil {
+			st.log(ctx, s.log, "directory layer", "layer", d, "route", "adopt")
+		}
+		return d, err
 	}
 	if src != filepath.Join(tmp, "1", "merged", rel) {
 		done()

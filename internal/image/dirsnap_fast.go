@@ -53,7 +53,7 @@ func (s *Store) diffCovers(diff string, lowers []Digest, rel string) bool {
 // parents' mtimes kept), then it is stored as AddLayerFromTar does. x may
 // have recorded paths outside rel, or paths a later entry replaced: those
 // are left alone.
-func (s *Store) adoptDiffDir(ctx context.Context, diff, rel string, x *extractor) (Digest, error) {
+func (s *Store) adoptDiffDir(ctx context.Context, diff, rel string, x *extractor, st *stages) (Digest, error) {
 	dir := filepath.Join(diff, rel)
 	for _, o := range x.opaques {
 		if !within(o, rel) {
@@ -78,7 +78,8 @@ func (s *Store) adoptDiffDir(ctx context.Context, diff, rel string, x *extractor
 	if err := os.Chmod(dir, 0o755); err != nil {
 		return "", fmt.Errorf("directory layer: %w", err)
 	}
-	d, err := s.storeTree(ctx, dir, x.plan(rel).below(rel))
+	st.mark("adopt")
+	d, err := s.storeTree(ctx, dir, x.plan(rel).below(rel), x.canonOptions(), st)
 	if err != nil {
 		return "", fmt.Errorf("directory layer: %w", err)
 	}

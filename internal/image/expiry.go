@@ -2,6 +2,7 @@ package image
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"time"
@@ -24,35 +25,29 @@ func (s *Store) CreateImageWithTTL(ctx context.Context, layers []Digest, cfg Ima
 	if idleTTL < 0 {
 		return Image{}, errdefs.Invalid("image ttl %v is negative", idleTTL)
 	}
-	id, err := imageID(layers, cfg)
-	if err != nil {
-		return Image{}, err
-	}
-	old, err := s.Get(ctx, id)
-	existed := err == nil
-	if err != nil && !errors.Is(err, errdefs.ErrNotFound) {
-		return Image{}, err
-	}
-	im, err := s.CreateImage(ctx, layers, cfg, source)
-	if err != nil {
-		return Image{}, err
-	}
-	ttl := idleTTL
-	if existed && (old.IdleTTL == 0 || (ttl != 0 && old.IdleTTL > ttl)) {
-		ttl = old.IdleTTL
-	}
-	if _, err := s.db.ExecContext(ctx, `UPDATE images SET idle_ttl = ? WHERE id = ?`, int64(ttl), im.ID); err != nil {
-		return Image{}, fmt.Errorf("set image ttl: %w", err)
-	}
-	if err := s.TouchLastUsed(ctx, im.ID); err != nil {
-		return Image{}, err
-	}
-	if ttl == 0 {
-		if _, err := s.db.ExecContext(ctx, `UPDATE images SET expires_at = 0 WHERE id = ?`, im.ID); err != nil {
-			return Image{}, fmt.Errorf("set image ttl: %w", err)
+	// One transaction (a snapshot's small case counts its statements).
+	return s.createImage(ctx, layers, cfg, source, func(tx *sql.Tx, id string, inserted bool) error {
+		ttl := int64(idleTTL)
+		if !inserted {
+			var old int64
+			if err := tx.QueryRowContext(ctx, `SELECT idle_ttl FROM images WHERE id = ?`, id).Scan(&old); err != nil {
+				return fmt.Errorf("set image ttl: %w", err)
+			}
+			if old == 0 || (ttl != 0 && old > ttl) {
+				ttl = old
+			}
 		}
-	}
-	return s.Get(ctx, im.ID)
+		now := s.clock.Now().UnixNano()
+		expires := int64(0)
+		if ttl > 0 {
+			expires = now + ttl
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE images SET idle_ttl = ?, last_used = ?, expires_at = ? WHERE id = ?`,
+			ttl, now, expires, id); err != nil {
+			return fmt.Errorf("set image ttl: %w", err)
+		}
+		return nil
+	})
 }
 
 // Expired returns the images whose expiry has passed, oldest first.

@@ -2,7 +2,6 @@ package image
 
 import (
 	"archive/tar"
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -38,7 +37,7 @@ type extractor struct {
 	dirTimes []dirTime
 	// buf carries file contents from the tar to the files (one buffer for
 	// the whole extraction instead of one per file).
-	buf []byte
+	buf *[]byte
 	// whiteouts and opaques record the overlay markers made (clean relative
 	// paths), so that a caller turning the tree into a standalone one finds
 	// them without a walk.
@@ -48,6 +47,8 @@ type extractor struct {
 	// a fifo: no fsync reaches their inodes) or files overflowed.
 	files      []string
 	unsyncable bool
+	// fileXattrs is set once a non-directory got an extended attribute.
+	fileXattrs bool
 }
 
 // copyBufSize is the size of the buffer file contents go through.
@@ -75,7 +76,9 @@ func extractTar(ctx context.Context, r io.Reader, dir string) error {
 
 // readTar extracts every entry of the layer tar read from r.
 func (x *extractor) readTar(ctx context.Context, r io.Reader) error {
-	tr := tar.NewReader(bufio.NewReaderSize(r, readBufSize))
+	ts := newTarStream(r)
+	defer ts.release()
+	tr := tar.NewReader(ts)
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -87,15 +90,11 @@ func (x *extractor) readTar(ctx context.Context, r io.Reader) error {
 		if err != nil {
 			return errdefs.Invalid("layer tar: %v", err)
 		}
-		if err := x.add(hdr, tr); err != nil {
+		if err := x.add(hdr, &entryBody{tr: tr, s: ts, n: hdr.Size}); err != nil {
 			return err
 		}
 	}
 }
-
-// readBufSize is the read buffer in front of a tar stream: headers are 512
-// bytes, and a pipe gives at most what it holds per read.
-const readBufSize = 1 << 20
 
 // newExtractor returns an extractor writing into dir (which must exist and
 // be empty). The caller calls add for every entry, then finishDirs, and
@@ -119,6 +118,10 @@ func (x *extractor) add(hdr *tar.Header, r io.Reader) error {
 }
 
 func (x *extractor) close() {
+	if x.buf != nil {
+		copyBlocks.put(x.buf)
+		x.buf = nil
+	}
 	x.dropCache()
 	unix.Close(x.rootfd)
 }

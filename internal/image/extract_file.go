@@ -57,6 +57,12 @@ func (x *extractor) plan(under string) syncPlan {
 	return p
 }
 
+// canonOptions describes the extracted tree to writeCanonicalTarOpts: only
+// directories can carry extended attributes unless a file got one.
+func (x *extractor) canonOptions() canonOptions {
+	return canonOptions{noFileXattrs: !x.fileXattrs}
+}
+
 // newFileGid returns the group a file made in the directory dirfd gets:
 // the directory's own with setgid, else the process's; -1 when unknown.
 func newFileGid(dirfd int) int {
@@ -131,9 +137,15 @@ func (x *extractor) writeFile(pfd int, dir, base string, hdr *tar.Header, mode u
 	defer unix.Close(fd)
 	if hdr.Size > 0 {
 		if x.buf == nil {
-			x.buf = make([]byte, copyBufSize)
+			x.buf = copyBlocks.get()
 		}
-		n, err := io.CopyBuffer(fdWriter(fd), r, x.buf)
+		var n int64
+		var err error
+		if b, ok := r.(*entryBody); ok {
+			n, err = b.copyTo(fd, *x.buf)
+		} else {
+			n, err = io.CopyBuffer(fdWriter(fd), r, *x.buf)
+		}
 		if err != nil {
 			return err
 		}
@@ -146,6 +158,9 @@ func (x *extractor) writeFile(pfd int, dir, base string, hdr *tar.Header, mode u
 			// for. Only a hint: errors show at that flush.
 			unix.SyncFileRange(fd, 0, 0, unix.SYNC_FILE_RANGE_WRITE)
 		}
+	}
+	if len(hdr.PAXRecords) > 0 {
+		x.fileXattrs = true // perhaps none kept: only a missed saving
 	}
 	if err := setXattrs(fd, hdr); err != nil {
 		return err

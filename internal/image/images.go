@@ -66,6 +66,13 @@ func (c ImageConfig) validate() error {
 // the store must hold (ErrNotFound otherwise). Creating an image identical to
 // one that exists returns the existing one unchanged. Safe for concurrent use.
 func (s *Store) CreateImage(ctx context.Context, layers []Digest, cfg ImageConfig, source string) (Image, error) {
+	return s.createImage(ctx, layers, cfg, source, nil)
+}
+
+// createImage records the image made of layers and cfg as CreateImage says,
+// then calls then, when not nil, in the same transaction (with the image's
+// id, and whether it is new or was there already), and returns the image.
+func (s *Store) createImage(ctx context.Context, layers []Digest, cfg ImageConfig, source string, then func(tx *sql.Tx, id string, inserted bool) error) (Image, error) {
 	if len(layers) == 0 {
 		return Image{}, errdefs.Invalid("create image: no layers")
 	}
@@ -101,10 +108,19 @@ func (s *Store) CreateImage(ctx context.Context, layers []Digest, cfg ImageConfi
 		}
 		size += n
 	}
-	_, err = tx.ExecContext(ctx, `INSERT OR IGNORE INTO images (id, layers_json, config_json, source, size, created_at)
+	res, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO images (id, layers_json, config_json, source, size, created_at)
 		VALUES (?, ?, ?, ?, ?, ?)`, id, string(layersJSON), string(cfgJSON), source, size, s.clock.Now().UnixNano())
 	if err != nil {
 		return Image{}, fmt.Errorf("create image: %w", err)
+	}
+	if then != nil {
+		n, err := res.RowsAffected()
+		if err != nil {
+			return Image{}, fmt.Errorf("create image: %w", err)
+		}
+		if err := then(tx, id, n > 0); err != nil {
+			return Image{}, err
+		}
 	}
 	if err := tx.Commit(); err != nil {
 		return Image{}, fmt.Errorf("create image: %w", err)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -24,12 +25,13 @@ import (
 // r's bytes. Adding a layer the store holds already returns its digest and
 // stores nothing new. Safe for concurrent use.
 func (s *Store) AddLayerFromTar(ctx context.Context, r io.Reader) (Digest, error) {
-	return s.addLayer(ctx, func(x *extractor) error { return x.readTar(ctx, r) })
+	return s.addLayer(ctx, "layer from tar", func(x *extractor) error { return x.readTar(ctx, r) })
 }
 
 // addLayer makes a new directory under tmp/, has fill extract a layer into
 // it and stores the result (see storeTree).
-func (s *Store) addLayer(ctx context.Context, fill func(x *extractor) error) (Digest, error) {
+func (s *Store) addLayer(ctx context.Context, what string, fill func(x *extractor) error) (Digest, error) {
+	st := s.newStages()
 	tmp, err := os.MkdirTemp(s.tmpDir(), "layer-")
 	if err != nil {
 		return "", fmt.Errorf("add layer: %w", err)
@@ -50,18 +52,21 @@ func (s *Store) addLayer(ctx context.Context, fill func(x *extractor) error) (Di
 		return "", fmt.Errorf("add layer: %w", err)
 	}
 	err = fill(x)
+	st.mark("extract")
 	if err == nil {
 		err = x.finishDirs()
 	}
 	x.close()
+	st.mark("dir_times")
 	if err != nil {
 		return "", fmt.Errorf("add layer: %w", err)
 	}
-	d, err := s.storeTree(ctx, tmp, x.plan(""))
+	d, err := s.storeTree(ctx, tmp, x.plan(""), x.canonOptions(), st)
 	if err != nil {
 		return "", fmt.Errorf("add layer: %w", err)
 	}
 	ok = true
+	st.log(ctx, s.log, what, "layer", d)
 	return d, nil
 }
 
@@ -70,12 +75,24 @@ func (s *Store) addLayer(ctx context.Context, fill func(x *extractor) error) (Di
 // while it is made durable (see makeDurable), then renamed into place and
 // recorded, so a layer is visible only once all of it is durable. When the
 // store holds the layer already, tmp is left for the caller to remove.
-func (s *Store) storeTree(ctx context.Context, tmp string, plan syncPlan) (Digest, error) {
+func (s *Store) storeTree(ctx context.Context, tmp string, plan syncPlan, o canonOptions, st *stages) (Digest, error) {
 	synced := make(chan error, 1)
-	go func() { synced <- makeDurable(tmp, plan) }()
+	t0 := s.clock.Now()
+	var syncTook time.Duration
+	go func() {
+		err := makeDurable(tmp, plan)
+		syncTook = s.clock.Now().Sub(t0)
+		synced <- err
+	}()
 	h := sha256.New()
-	size, err := writeCanonicalTar(ctx, tmp, h)
-	if serr := <-synced; err == nil && serr != nil {
+	size, err := writeCanonicalTarOpts(ctx, tmp, h, o)
+	st.mark("hash")
+	serr := <-synced
+	st.mark("sync_wait")
+	st.add("sync", syncTook.Round(time.Microsecond))
+	st.add("fsync_each", plan.ok)
+	st.add("bytes", size)
+	if err == nil && serr != nil {
 		return "", serr
 	}
 	if err != nil {
@@ -85,6 +102,7 @@ func (s *Store) storeTree(ctx context.Context, tmp string, plan syncPlan) (Diges
 	if err := s.commitLayer(ctx, tmp, d, size); err != nil {
 		return "", fmt.Errorf("%s: %w", d, err)
 	}
+	st.mark("commit")
 	return d, nil
 }
 
@@ -120,19 +138,52 @@ func makeDurable(root string, plan syncPlan) error {
 	return syncfs(root)
 }
 
+// fsyncAll fsyncs plan's files and directories, a few at a time: each fsync
+// ends with a flush of the disk's cache, and fsyncs made together share the
+// wait (one after the other, a one-file layer waited for two flushes). The
+// tree is complete before this starts and becomes visible only after it
+// returns, so the order of the fsyncs does not matter.
 func fsyncAll(root string, plan syncPlan) error {
+	type job struct {
+		path  string
+		flags int
+	}
+	jobs := make([]job, 0, len(plan.files)+len(plan.dirs)+1)
 	for _, f := range plan.files {
-		if err := fsyncPath(filepath.Join(root, f), unix.O_RDONLY|unix.O_NOFOLLOW); err != nil {
-			return err
-		}
+		jobs = append(jobs, job{filepath.Join(root, f), unix.O_RDONLY | unix.O_NOFOLLOW})
 	}
 	for _, d := range append(plan.dirs, "") {
-		if err := fsyncPath(filepath.Join(root, d), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW); err != nil {
-			return err
+		jobs = append(jobs, job{filepath.Join(root, d), unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW})
+	}
+	workers := min(len(jobs), fsyncWorkers)
+	errs := make(chan error, workers)
+	next := make(chan job)
+	for range workers {
+		go func() {
+			var first error
+			for j := range next {
+				if err := fsyncPath(j.path, j.flags); err != nil && first == nil {
+					first = err
+				}
+			}
+			errs <- first
+		}()
+	}
+	for _, j := range jobs {
+		next <- j
+	}
+	close(next)
+	var err error
+	for range workers {
+		if e := <-errs; e != nil && err == nil {
+			err = e
 		}
 	}
-	return nil
+	return err
 }
+
+// fsyncWorkers is how many fsyncs fsyncAll has under way at once.
+const fsyncWorkers = 8
 
 func fsyncPath(p string, flags int) error {
 	fd, err := unix.Open(p, flags|unix.O_CLOEXEC, 0)

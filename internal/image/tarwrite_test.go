@@ -1,6 +1,7 @@
 package image
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"errors"
@@ -99,6 +100,8 @@ func (w *failingWriter) Write(p []byte) (int, error) {
 func TestCanonicalTarStops(t *testing.T) {
 	dir := richTree(t)
 	before := runtime.NumGoroutine()
+	fds := func() int { ents, _ := os.ReadDir("/proc/self/fd"); return len(ents) }
+	fdsBefore := fds()
 	cases := []struct {
 		name string
 		run  func() error
@@ -131,5 +134,68 @@ func TestCanonicalTarStops(t *testing.T) {
 	}
 	if n := runtime.NumGoroutine(); n > before {
 		t.Fatalf("got %d goroutines after, want at most %d (the walker or a worker leaked)", n, before)
+	}
+	if n := fds(); n > fdsBefore {
+		t.Fatalf("got %d open descriptors after, want at most %d (a directory left open)", n, fdsBefore)
+	}
+}
+
+// TestStoredDigestIsTheTreeDigest checks that a layer extracted here, its
+// digest taken with what the extraction knows (no file xattrs to read),
+// has the digest its directory gives when read in full.
+func TestStoredDigestIsTheTreeDigest(t *testing.T) {
+	requireRoot(t)
+	mt := time.Unix(1_700_000_000, 0)
+	tests := []struct {
+		name  string
+		xattr bool
+	}{{"no file xattrs", false}, {"a file with a user xattr", true}}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			tw := tar.NewWriter(&buf)
+			hdrs := []*tar.Header{
+				{Name: "./", Typeflag: tar.TypeDir, Mode: 0o755, ModTime: mt},
+				{Name: "./d/", Typeflag: tar.TypeDir, Mode: 0o750, Uid: 7, ModTime: mt},
+				{Name: "./d/f", Typeflag: tar.TypeReg, Mode: 0o640, Size: 5, ModTime: mt},
+				{Name: "./d/big", Typeflag: tar.TypeReg, Mode: 0o644, Size: readAheadMax + 1, ModTime: mt},
+				{Name: "./d/empty", Typeflag: tar.TypeReg, Mode: 0o600, ModTime: mt},
+				{Name: "./l", Typeflag: tar.TypeSymlink, Linkname: "d/f", ModTime: mt},
+			}
+			if tc.xattr {
+				hdrs[2].PAXRecords = map[string]string{"SCHILY.xattr.user.note": "kept"}
+			}
+			for _, h := range hdrs {
+				must(t, tw.WriteHeader(h))
+				tw.Write(bytes.Repeat([]byte("x"), int(h.Size)))
+			}
+			must(t, tw.Close())
+			s, _ := newTestStore(t, BaseConfig{})
+			d, err := s.AddLayerFromUpperTar(context.Background(), &buf, nil)
+			must(t, err)
+			if got := treeDigest(t, s.LayerPath(d)); got != d {
+				t.Fatalf("stored as %s, got %s reading the layer in full", d, got)
+			}
+			xs, err := readXattrs(filepath.Join(s.LayerPath(d), "d/f"))
+			must(t, err)
+			if got := xs["user.note"] == "kept"; got != tc.xattr {
+				t.Fatalf("d/f xattrs: got %v, want user.note: %v", xs, tc.xattr)
+			}
+		})
+	}
+}
+
+// TestCanonicalTarNoFileXattrs checks the shortcut on a tree whose files
+// have no extended attributes: the same tar as reading them.
+func TestCanonicalTarNoFileXattrs(t *testing.T) {
+	dir := richTree(t)
+	must(t, unix.Removexattr(filepath.Join(dir, "sizes/f4096"), "user.note"))
+	var full, short bytes.Buffer
+	_, err := writeCanonicalTar(context.Background(), dir, &full)
+	must(t, err)
+	_, err = writeCanonicalTarOpts(context.Background(), dir, &short, canonOptions{noFileXattrs: true})
+	must(t, err)
+	if !bytes.Equal(full.Bytes(), short.Bytes()) {
+		t.Fatalf("got %d bytes with noFileXattrs, want the same %d as a full read", short.Len(), full.Len())
 	}
 }

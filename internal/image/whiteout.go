@@ -2,7 +2,6 @@ package image
 
 import (
 	"archive/tar"
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -56,7 +55,9 @@ func ConvertUpperTar(ctx context.Context, r io.Reader, w io.Writer, keep func(re
 // the OCI form ConvertUpperTar writes, to emit, with its contents (regular
 // files) or nil. emit must be done with body when it returns.
 func convertUpper(ctx context.Context, r io.Reader, keep func(rel string) bool, emit func(hdr *tar.Header, body io.Reader) error) error {
-	tr := tar.NewReader(bufio.NewReaderSize(r, readBufSize))
+	ts := newTarStream(r)
+	defer ts.release()
+	tr := tar.NewReader(ts)
 	var droppedDirs []string // prefixes "dir/" of dropped directories
 	dropped := map[string]bool{}
 	under := func(rel string) bool {
@@ -135,7 +136,7 @@ func convertUpper(ctx context.Context, r io.Reader, keep func(rel string) bool, 
 		}
 		var body io.Reader
 		if (out.Typeflag == tar.TypeReg || out.Typeflag == tar.TypeRegA) && out.Size > 0 {
-			body = tr
+			body = &entryBody{tr: tr, s: ts, n: out.Size}
 		}
 		if err := emit(out, body); err != nil {
 			return err
@@ -176,7 +177,7 @@ func KeepExcept(paths ...string) func(rel string) bool {
 // It reads r once: entries are converted and extracted as they come, with no
 // intermediate tar.
 func (s *Store) AddLayerFromUpperTar(ctx context.Context, r io.Reader, keep func(rel string) bool) (Digest, error) {
-	return s.addLayer(ctx, func(x *extractor) error {
+	return s.addLayer(ctx, "layer from upper tar", func(x *extractor) error {
 		return convertUpper(ctx, r, keep, x.add)
 	})
 }

@@ -34,7 +34,7 @@ func agentExclude() []string { return []string{"/.sandboxd"} }
 // exclusion. The caller closes the Tar; ctx must stay live until then.
 func (p *Provisioner) RootfsDiff(ctx context.Context, h sandbox.Handle) (sandbox.RootfsDiff, error) {
 	if s, ok := p.engine.(UpperStreamer); ok {
-		st, err := streamUpper(ctx, s, h.ID, p.sandboxDir(h.ID))
+		st, err := streamUpper(ctx, s, h.ID, p.sandboxDir(h.ID), p.log)
 		if err != nil {
 			return sandbox.RootfsDiff{}, err
 		}

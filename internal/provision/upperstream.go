@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sandboxd/sandboxd/internal/image"
 )
 
 const (
@@ -46,17 +49,18 @@ type upperStream struct {
 	engine UpperStreamer
 	id     string
 	dir    string
+	log    *slog.Logger
 }
 
 // streamUpper starts s writing the upper layer of container id into an
 // unlinked file in dir and returns the stream reading it. ctx bounds the
 // engine call.
-func streamUpper(ctx context.Context, s UpperStreamer, id, dir string) (*upperStream, error) {
-	t, err := startTail(ctx, s, id, dir)
+func streamUpper(ctx context.Context, s UpperStreamer, id, dir string, log *slog.Logger) (*upperStream, error) {
+	t, err := startTail(ctx, s, id, dir, log)
 	if err != nil {
 		return nil, err
 	}
-	return &upperStream{tailFile: t, ctx: ctx, engine: s, id: id, dir: dir}, nil
+	return &upperStream{tailFile: t, ctx: ctx, engine: s, id: id, dir: dir, log: log}, nil
 }
 
 // Seek(0, io.SeekStart) starts the stream again from a new tar of the upper
@@ -67,7 +71,7 @@ func (u *upperStream) Seek(offset int64, whence int) (int64, error) {
 		return 0, errors.New("rootfs diff: can only start again from the beginning")
 	}
 	u.tailFile.Close()
-	t, err := startTail(u.ctx, u.engine, u.id, u.dir)
+	t, err := startTail(u.ctx, u.engine, u.id, u.dir, u.log)
 	if err != nil {
 		return 0, err
 	}
@@ -86,17 +90,24 @@ type tailFile struct {
 	timer    *time.Timer
 	closed   bool
 	closeErr error
+	// For the debug line at Close.
+	log     *slog.Logger
+	id      string
+	started time.Time
+	took    time.Duration // the engine call; set before done is closed
+	waits   int           // times the reader caught up with the sentry
 }
 
-func startTail(ctx context.Context, s UpperStreamer, id, dir string) (*tailFile, error) {
+func startTail(ctx context.Context, s UpperStreamer, id, dir string, log *slog.Logger) (*tailFile, error) {
 	f, err := os.CreateTemp(dir, "rootfs-upper-*.tar")
 	if err != nil {
 		return nil, fmt.Errorf("rootfs diff: %w", err)
 	}
 	os.Remove(f.Name()) // it stays usable while open
-	t := &tailFile{f: f, fd: int(f.Fd()), done: make(chan struct{})}
+	t := &tailFile{f: f, fd: int(f.Fd()), done: make(chan struct{}), log: log, id: id, started: time.Now()}
 	go func() {
 		t.err = s.TarRootfsUpperTo(ctx, id, f)
+		t.took = time.Since(t.started)
 		close(t.done)
 	}()
 	return t, nil
@@ -137,8 +148,60 @@ func (t *tailFile) Read(p []byte) (int, error) {
 	}
 }
 
+// The extraction copies big files' contents out of the file in the kernel.
+var _ image.RangeCopier = (*upperStream)(nil)
+
+// CopyRangeTo copies the next n bytes of the tar to the file open at fd (at
+// its offset) with copy_file_range, waiting for the sentry to write them,
+// and moves the stream past them (see image.RangeCopier). Short only when
+// the tar ends or the engine failed: then with the error Read would give.
+func (t *tailFile) CopyRangeTo(fd int, n int64) (int64, error) {
+	if t.closed {
+		return 0, os.ErrClosed
+	}
+	var done int64
+	for done < n {
+		finished := false
+		select {
+		case <-t.done:
+			finished = true
+		default:
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(t.fd, &st); err != nil {
+			return done, fmt.Errorf("rootfs diff: %w", err)
+		}
+		if t.off < st.Size {
+			off := t.off
+			m, err := unix.CopyFileRange(t.fd, &off, fd, nil, int(min(n-done, st.Size-t.off, 1<<30)), 0)
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				if done == 0 && (err == unix.EXDEV || err == unix.EINVAL || err == unix.ENOSYS || err == unix.EOPNOTSUPP) {
+					return 0, fmt.Errorf("rootfs diff: copy_file_range: %w (%v)", errors.ErrUnsupported, err)
+				}
+				return done, fmt.Errorf("rootfs diff: copy_file_range: %w", err)
+			}
+			t.off += int64(m)
+			done += int64(m)
+			t.punch()
+			continue
+		}
+		if finished {
+			if t.err != nil {
+				return done, fmt.Errorf("rootfs diff: %w", t.err)
+			}
+			return done, io.ErrUnexpectedEOF
+		}
+		t.wait()
+	}
+	return done, nil
+}
+
 // wait returns after tailPoll, or sooner when the engine call ends.
 func (t *tailFile) wait() {
+	t.waits++
 	if t.timer == nil {
 		t.timer = time.NewTimer(tailPoll)
 	} else {
@@ -173,5 +236,9 @@ func (t *tailFile) Close() error {
 		t.timer.Stop()
 	}
 	t.closeErr = t.f.Close()
+	if t.log != nil {
+		t.log.Debug("rootfs diff read", "sandbox_id", t.id, "engine", t.took.Round(time.Microsecond),
+			"bytes", t.off, "waits", t.waits, "open", time.Since(t.started).Round(time.Microsecond))
+	}
 	return t.closeErr
 }

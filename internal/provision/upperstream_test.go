@@ -69,7 +69,7 @@ func TestUpperStream(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			f := &fakeStreamer{data: payload(tc.size), piece: tc.piece, pause: tc.pause, err: tc.err}
-			u, err := streamUpper(context.Background(), f, "sb-x", t.TempDir())
+			u, err := streamUpper(context.Background(), f, "sb-x", t.TempDir(), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -94,7 +94,7 @@ func TestUpperStream(t *testing.T) {
 func TestUpperStreamCloseWaitsForTheEngine(t *testing.T) {
 	f := &fakeStreamer{data: payload(1 << 20), piece: 64 << 10, pause: 5 * time.Millisecond}
 	dir := t.TempDir()
-	u, err := streamUpper(context.Background(), f, "sb-x", dir)
+	u, err := streamUpper(context.Background(), f, "sb-x", dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +116,7 @@ func TestUpperStreamCloseWaitsForTheEngine(t *testing.T) {
 
 func TestUpperStreamSeekStartsAgain(t *testing.T) {
 	f := &fakeStreamer{data: payload(2*punchEvery + 1), piece: 1 << 20}
-	u, err := streamUpper(context.Background(), f, "sb-x", t.TempDir())
+	u, err := streamUpper(context.Background(), f, "sb-x", t.TempDir(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,4 +144,82 @@ func must(t *testing.T, err error) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestUpperStreamCopyRange reads the tar as the extraction does: pieces
+// read, pieces copied by the kernel into a file, while the engine writes.
+func TestUpperStreamCopyRange(t *testing.T) {
+	tests := []struct {
+		name    string
+		pause   time.Duration
+		err     error
+		wantErr bool
+	}{
+		{"read while written", time.Millisecond, nil, false},
+		{"written whole first", 0, nil, false},
+		{"engine fails", 0, errors.New("sentry: disk on fire"), true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := &fakeStreamer{data: payload(3*punchEvery + 5), piece: 300 << 10, pause: tc.pause, err: tc.err}
+			u, err := streamUpper(context.Background(), f, "sb-x", t.TempDir(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer u.Close()
+			out, err := os.Create(t.TempDir() + "/out")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer out.Close()
+			var got []byte
+			for i := 0; len(got) < len(f.data); i++ {
+				n := min(len(f.data)-len(got), 1000+i*(1<<20))
+				if i%2 == 0 {
+					b := make([]byte, n)
+					_, err = io.ReadFull(u, b)
+					got = append(got, b...)
+				} else {
+					var m int64
+					m, err = u.CopyRangeTo(int(out.Fd()), int64(n))
+					if m != int64(n) && err == nil {
+						t.Fatalf("CopyRangeTo(%d): got %d bytes and no error", n, m)
+					}
+					b := make([]byte, m) // the last m bytes of out
+					if _, rerr := out.ReadAt(b, mustSize(t, out)-m); rerr != nil {
+						t.Fatal(rerr)
+					}
+					got = append(got, b...)
+				}
+				if err != nil {
+					break
+				}
+			}
+			if err == nil { // the end: a clean one only if the engine succeeded
+				if _, err = u.Read(make([]byte, 1)); err == io.EOF {
+					err = nil
+				}
+			}
+			if tc.wantErr {
+				if err == nil || !errors.Is(err, tc.err) {
+					t.Fatalf("got error %v, want %v", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("got error %v, want none", err)
+			}
+			if !bytes.Equal(got, f.data) {
+				t.Fatalf("got %d bytes (read and copied), want the %d written", len(got), len(f.data))
+			}
+		})
+	}
+}
+
+func mustSize(t *testing.T, f *os.File) int64 {
+	fi, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Size()
 }

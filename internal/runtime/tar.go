@@ -56,7 +56,9 @@ func (r *Runtime) TarRootfsUpper(ctx context.Context, id, file string) error {
 // Errors: ErrNotFound for an unknown id, ErrUnavailable when the control
 // server cannot be reached, the sentry's error text otherwise.
 func (r *Runtime) TarRootfsUpperTo(ctx context.Context, id string, w *os.File) error {
-	if err := r.mustExist(id); err != nil {
+	// No mustExist (a read of the whole root directory): the state file
+	// read next is missing for an unknown id.
+	if err := ValidateID(id); err != nil {
 		return fmt.Errorf("tar rootfs-upper: %w", err)
 	}
 	sock, err := r.controlSocket(id)
