@@ -41,8 +41,16 @@ type CheckpointEngine interface {
 	RestoreInto(ctx context.Context, s runtime.Spec, imageDir string) error
 }
 
+// guestMemoryEngine is the engine's optional ability to tell how much
+// memory a container's guest holds.
+type guestMemoryEngine interface {
+	GuestMemory(id string) (int64, error)
+}
+
 var _ CheckpointEngine = (*runtime.Runtime)(nil)
+var _ guestMemoryEngine = (*runtime.Runtime)(nil)
 var _ sandbox.SnapshotEngine = (*Provisioner)(nil)
+var _ sandbox.MemoryMeter = (*Provisioner)(nil)
 
 // restoreFrom turns bringUp into a restore.
 type restoreFrom struct {
@@ -90,6 +98,16 @@ func (p *Provisioner) Checkpoint(ctx context.Context, h sandbox.Handle, dir stri
 		return fmt.Errorf("checkpoint: %w", err)
 	}
 	return ce.Checkpoint(ctx, h.ID, img, true)
+}
+
+// GuestMemory returns the bytes of memory the guest of sandbox h holds.
+// ErrFailedPrecondition when the engine cannot tell.
+func (p *Provisioner) GuestMemory(ctx context.Context, h sandbox.Handle) (int64, error) {
+	ge, ok := p.engine.(guestMemoryEngine)
+	if !ok {
+		return 0, errdefs.FailedPrecondition("this engine cannot tell a sandbox's memory")
+	}
+	return ge.GuestMemory(h.ID)
 }
 
 // Restore brings up a new sandbox req.ID from the checkpoint in dir: a new

@@ -3,7 +3,10 @@ package runtime
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 
 	"github.com/sandboxd/sandboxd/internal/errdefs"
 )
@@ -58,4 +61,22 @@ func (r *Runtime) RestoreInto(ctx context.Context, s Spec, imageDir string) erro
 		return errdefs.Invalid("restore %s: image dir %q must be absolute", s.ID, imageDir)
 	}
 	return r.launchWith(ctx, &s, launchOpts{existing: true}, "restore into", "restore", "--detach", "--bundle", s.BundleDir, "--image-path", imageDir)
+}
+
+// GuestMemory returns the bytes of memory container id's sandbox holds for
+// its guest: gVisor keeps guest memory in a memfd, which its memory cgroup
+// counts as shmem. Errors: ErrNotFound when there is no such cgroup.
+func (r *Runtime) GuestMemory(id string) (int64, error) {
+	for _, dir := range r.cgroupDirs(r.CgroupsPath(id)) {
+		b, err := os.ReadFile(filepath.Join(dir, "memory.stat"))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "shmem "); ok {
+				return strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			}
+		}
+	}
+	return 0, errdefs.NotFound("guest memory of %s: no memory cgroup", id)
 }

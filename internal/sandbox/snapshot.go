@@ -114,6 +114,7 @@ func (s *Snapshots) info(sn snapshot.Snapshot) SnapshotInfo {
 // exist, detached from any client, in every restored copy. A failed
 // snapshot leaves nothing behind.
 func (s *Snapshots) Snapshot(ctx context.Context, id string, ttl time.Duration) (SnapshotInfo, error) {
+	begin := time.Now()
 	s.mu.Lock()
 	if s.busy[id] {
 		s.mu.Unlock()
@@ -167,9 +168,15 @@ func (s *Snapshots) Snapshot(ctx context.Context, id string, ttl time.Duration) 
 	if err := copyDir(filepath.Join(s.m.cfg.DataDir, "logs", id), filepath.Join(p.Dir, "logs")); err != nil {
 		return SnapshotInfo{}, fmt.Errorf("snapshot %s: logs: %w", id, err)
 	}
-	s.m.primeMemoryScan(ctx, l, s.log.With("sandbox_id", id))
+	meter, _ := s.eng.(MemoryMeter)
+	s.m.primeMemoryScan(ctx, l, meter, s.log.With("sandbox_id", id))
 	start := time.Now()
-	if err := s.eng.Checkpoint(ctx, l.handle, p.Dir); err != nil {
+	// The engine's files go to disk while it writes them: less for Commit's
+	// fsync to wait for.
+	stopFlush := p.StartFlush()
+	err = s.eng.Checkpoint(ctx, l.handle, p.Dir)
+	stopFlush()
+	if err != nil {
 		return SnapshotInfo{}, fmt.Errorf("snapshot %s: %w", id, err)
 	}
 	took := time.Since(start)
@@ -185,7 +192,7 @@ func (s *Snapshots) Snapshot(ctx context.Context, id string, ttl time.Duration) 
 		return SnapshotInfo{}, fmt.Errorf("snapshot %s: %w", id, err)
 	}
 	s.log.Info("snapshot taken", "sandbox_id", id, "snapshot_id", sn.ID, "size", sn.Size,
-		"checkpoint", took, "total", time.Since(start))
+		"before", start.Sub(begin), "checkpoint", took, "commit", time.Since(start)-took, "total", time.Since(begin))
 	s.prewarm(sn.ID)
 	return s.info(sn), nil
 }
@@ -196,11 +203,17 @@ func (s *Snapshots) Snapshot(ctx context.Context, id string, ttl time.Duration) 
 // once the agent answers. An expired snapshot is ErrExpired, a damaged one
 // ErrFailedPrecondition.
 func (s *Snapshots) Restore(ctx context.Context, snapID string, mode NameMode, name string) (*Sandbox, error) {
-	sn, dir, release, err := s.store.Acquire(ctx, snapID)
+	lease, err := s.store.AcquireUnverified(ctx, snapID)
 	if err != nil {
 		return nil, err
 	}
-	defer release()
+	defer lease.Release()
+	// The files are verified while the engine restores from them, instead
+	// of before. Waiting is deferred after the release, so it runs first:
+	// the files stay leased until the reading has ended.
+	verified := s.verifyInBackground(ctx, lease)
+	defer verified()
+	sn, dir := lease.Snapshot, lease.Dir
 	var rec snapshotRecord
 	if err := json.Unmarshal(sn.Record, &rec); err != nil {
 		return nil, fmt.Errorf("restore %s: record: %w", snapID, err)
@@ -265,6 +278,14 @@ func (s *Snapshots) Restore(ctx context.Context, snapID string, mode NameMode, n
 	start := time.Now()
 	req.ID, handedOver = sb.ID, true
 	h, err := s.eng.Restore(ctx, req, dir)
+	// Nothing restored is trusted before its files are: a damaged snapshot
+	// is refused as such, whatever the engine made of it.
+	if verr := verified(); verr != nil {
+		if err == nil {
+			m.prov.Destroy(context.WithoutCancel(ctx), h)
+		}
+		return fail(verr)
+	}
 	if err != nil {
 		return fail(err)
 	}
@@ -274,6 +295,21 @@ func (s *Snapshots) Restore(ctx context.Context, snapID string, mode NameMode, n
 	log.Info("sandbox restored", "took", time.Since(start), "prepared_target", prepared)
 	s.prewarm(snapID)
 	return sb, nil
+}
+
+// verifyInBackground starts checking lease's files against their checksums
+// and returns the wait for the result (the same for every call).
+func (s *Snapshots) verifyInBackground(ctx context.Context, lease *snapshot.Lease) (wait func() error) {
+	done := make(chan struct{})
+	var err error
+	go func() {
+		defer close(done)
+		err = lease.Verify(ctx)
+	}()
+	return func() error {
+		<-done
+		return err
+	}
 }
 
 // provisionRequest is what the engine needs to restore rec: the same image,

@@ -14,6 +14,18 @@ import (
 // reason for a snapshot to wait or fail.
 const primeTimeout = 2 * time.Second
 
+// primeMin is the guest memory below which priming is skipped: the read
+// costs 25-85 ms (more while the agent serves execs) and at 16 MiB saved
+// nothing measurable (calls of 276 ms with it, 261 ms without, medians of
+// 15 each, alternated); the scan it shortens costs about 1.6 ms per MiB.
+const primeMin = 64 << 20
+
+// MemoryMeter is an engine's optional ability to tell how much memory a
+// sandbox's guest holds.
+type MemoryMeter interface {
+	GuestMemory(ctx context.Context, h Handle) (int64, error)
+}
+
 // primeMemoryScan makes the engine learn, while the sandbox still runs, which
 // of its memory pages are committed, so that the checkpoint that follows has
 // less to scan while the sandbox is frozen.
@@ -28,11 +40,19 @@ const primeTimeout = 2 * time.Second
 // 672-842 ms without, 473-525 ms after a 70-85 ms read. The agent serves the
 // read (its file API), so no process is started and any image works.
 //
-// Failures are logged and ignored: the checkpoint is correct either way.
-func (m *Manager) primeMemoryScan(ctx context.Context, l *live, log *slog.Logger) {
+// It is skipped when meter (nil: unknown) says the guest holds less than
+// primeMin. Failures are logged and ignored: the checkpoint is correct
+// either way.
+func (m *Manager) primeMemoryScan(ctx context.Context, l *live, meter MemoryMeter, log *slog.Logger) {
 	fa, ok := l.agent.(FileAgent)
 	if !ok {
 		return
+	}
+	if meter != nil {
+		if n, err := meter.GuestMemory(ctx, l.handle); err == nil && n < primeMin {
+			log.Debug("memory scan not primed: little memory", "guest_memory", n)
+			return
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, primeTimeout)
 	defer cancel()

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -21,8 +22,9 @@ import (
 // snapProv is a Provisioner and SnapshotEngine that starts nothing: its
 // sandboxes "run" as the test process, and a checkpoint is one small file.
 type snapProv struct {
-	mu       sync.Mutex
-	restored []string
+	mu        sync.Mutex
+	restored  []string
+	destroyed []string
 }
 
 func (p *snapProv) Provision(ctx context.Context, req ProvisionRequest) (Handle, error) {
@@ -30,8 +32,13 @@ func (p *snapProv) Provision(ctx context.Context, req ProvisionRequest) (Handle,
 	return Handle{ID: req.ID, AgentAddr: "fake", AgentToken: "tok-" + req.ID, Pid: os.Getpid(), PidStart: start}, nil
 }
 func (p *snapProv) Adopt(ctx context.Context, h Handle) (bool, error) { return true, nil }
-func (p *snapProv) Destroy(ctx context.Context, h Handle) error       { return nil }
-func (p *snapProv) Sweep(ctx context.Context, keep []Handle) error    { return nil }
+func (p *snapProv) Destroy(ctx context.Context, h Handle) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.destroyed = append(p.destroyed, h.ID)
+	return nil
+}
+func (p *snapProv) Sweep(ctx context.Context, keep []Handle) error { return nil }
 
 func (p *snapProv) Checkpoint(ctx context.Context, h Handle, dir string) error {
 	return os.WriteFile(filepath.Join(dir, "state"), []byte(h.AgentToken), 0o600)
@@ -90,6 +97,7 @@ func (snapSecrets) Values(ctx context.Context, names []string) (map[string]strin
 
 type snapEnv struct {
 	m      *Manager
+	prov   *snapProv
 	snaps  *Snapshots
 	store  *snapshot.Store
 	clock  *clock.Fake
@@ -105,7 +113,7 @@ func newSnapEnv(t *testing.T) *snapEnv {
 	}
 	c := clock.NewFake(time.Unix(1_700_000_000, 0))
 	prov := &snapProv{}
-	e := &snapEnv{clock: c, dialer: &snapDialer{}}
+	e := &snapEnv{clock: c, prov: prov, dialer: &snapDialer{}}
 	log := slog.New(slog.DiscardHandler)
 	e.m = New(Config{DataDir: dir, DefaultImage: "busybox"}, Deps{
 		DB: db, Provisioner: prov, Agents: e.dialer, Images: snapImages{}, Secrets: snapSecrets{}, Clock: c, Logger: log,
@@ -239,5 +247,60 @@ func TestSnapshotRestoreNames(t *testing.T) {
 	sb, err := e.snaps.Restore(ctx, sn.ID, NameKeep, "")
 	if err != nil || sb.Spec.Name != "n" {
 		t.Errorf("keep once the source has finished: got %v, %v", sb, err)
+	}
+}
+
+// A damaged snapshot is refused as such, whether the engine restored from
+// its files (the restored sandbox is then destroyed) or failed on them;
+// either way nothing runs afterwards.
+func TestRestoreDamaged(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		damage        func(path string) error
+		wantDestroyed bool
+	}{
+		{"engine restores", func(path string) error {
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			b[0] ^= 0x01
+			return os.WriteFile(path, b, 0o600)
+		}, true},
+		{"engine fails", os.Remove, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newSnapEnv(t)
+			ctx := context.Background()
+			src, err := e.m.Create(ctx, Spec{App: "a"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			sn, err := e.snaps.Snapshot(ctx, src.ID, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := tc.damage(filepath.Join(e.store.Path(sn.ID), "state")); err != nil {
+				t.Fatal(err)
+			}
+			_, err = e.snaps.Restore(ctx, sn.ID, NameClear, "")
+			if !errors.Is(err, errdefs.ErrFailedPrecondition) || !strings.Contains(err.Error(), "damaged") {
+				t.Fatalf("got %v, want failed precondition saying damaged", err)
+			}
+			e.prov.mu.Lock()
+			restored, destroyed := e.prov.restored, e.prov.destroyed
+			e.prov.mu.Unlock()
+			if got := len(destroyed) == 1 && len(restored) == 1 && destroyed[0] == restored[0]; got != tc.wantDestroyed {
+				t.Errorf("restored %v, destroyed %v: want the restored one destroyed: %v", restored, destroyed, tc.wantDestroyed)
+			}
+			running, err := e.m.List(ctx, "", nil, false)
+			if err != nil || len(running) != 1 || running[0].ID != src.ID {
+				t.Errorf("running after a refused restore: got %d (%v), want only the source", len(running), err)
+			}
+			// The lease is released: the snapshot can be deleted.
+			if err := e.snaps.Delete(ctx, sn.ID); err != nil {
+				t.Errorf("delete after a refused restore: %v", err)
+			}
+		})
 	}
 }

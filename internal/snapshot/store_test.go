@@ -3,8 +3,11 @@ package snapshot
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -120,6 +123,112 @@ func TestDamageRefused(t *testing.T) {
 				t.Errorf("delete damaged: %v", err)
 			}
 		})
+		// The same damage found by the deferred check: the manifest at
+		// AcquireUnverified, the files at Verify.
+		t.Run(tc.name+", verified later", func(t *testing.T) {
+			e := newEnv(t)
+			ctx := context.Background()
+			sn := e.take(t, e.clock.Now().Add(time.Hour))
+			tc.damage(filepath.Join(e.data, "snapshots", sn.ID))
+			l, err := e.s.AcquireUnverified(ctx, sn.ID)
+			if err == nil {
+				err = l.Verify(ctx)
+				if err := e.s.Delete(ctx, sn.ID); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+					t.Errorf("delete while leased: got %v, want failed precondition", err)
+				}
+				l.Release()
+			}
+			if !errors.Is(err, errdefs.ErrFailedPrecondition) || !strings.Contains(err.Error(), "damaged") {
+				t.Fatalf("got %v, want failed precondition saying damaged", err)
+			}
+			if err := e.s.Delete(ctx, sn.ID); err != nil {
+				t.Errorf("delete damaged after release: %v", err)
+			}
+		})
+	}
+}
+
+func TestAcquireUnverifiedIntact(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	sn := e.take(t, e.clock.Now().Add(time.Hour))
+	l, err := e.s.AcquireUnverified(ctx, sn.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release()
+	if err := l.Verify(ctx); err != nil {
+		t.Errorf("verify intact snapshot: got %v, want nil", err)
+	}
+	if l.ID != sn.ID || l.Dir != filepath.Join(e.data, "snapshots", sn.ID) {
+		t.Errorf("lease: got %s at %s", l.ID, l.Dir)
+	}
+}
+
+// Files written while a flush runs, in several directories, are committed
+// with every file in the manifest, and the flush ends when stopped.
+func TestFlushWhileWriting(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	p, err := e.s.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Abort()
+	stop := p.StartFlush()
+	os.Mkdir(filepath.Join(p.Dir, "runsc"), 0o700)
+	f, err := os.Create(filepath.Join(p.Dir, "runsc", "pages.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, 256<<10)
+	for i := range 8 {
+		chunk[0] = byte(i)
+		if _, err := f.Write(chunk); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(flushEvery / 2) // let the flush see the file grow
+	}
+	f.Close()
+	os.WriteFile(filepath.Join(p.Dir, "agent.json"), []byte("{}"), 0o600)
+	stop()
+	sn, err := p.Commit(ctx, Snapshot{SourceSandboxID: "sb-0000000000000001", App: "default",
+		CreatedAt: e.clock.Now(), ExpiresAt: e.clock.Now().Add(time.Hour)})
+	if err != nil {
+		t.Fatalf("commit: %v", err)
+	}
+	m, err := readManifest(e.s.Path(sn.ID), sn.Checksum)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, f := range m.Files {
+		got = append(got, fmt.Sprintf("%s:%d", f.Path, f.Size))
+	}
+	if want := []string{"agent.json:2", "runsc/pages.img:2097152"}; !slices.Equal(got, want) {
+		t.Errorf("manifest: got %v, want %v", got, want)
+	}
+	if _, _, release, err := e.s.Acquire(ctx, sn.ID); err != nil {
+		t.Errorf("acquire: %v", err)
+	} else {
+		release()
+	}
+}
+
+func TestCommitRefusesSpecialFiles(t *testing.T) {
+	e := newEnv(t)
+	p, err := e.s.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Abort()
+	os.Symlink("/etc/passwd", filepath.Join(p.Dir, "link"))
+	_, err = p.Commit(context.Background(), Snapshot{CreatedAt: e.clock.Now(), ExpiresAt: e.clock.Now().Add(time.Hour)})
+	if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("commit with a symlink: got %v, want not a regular file", err)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(e.data, "snapshots", "tmp")); len(ents) != 0 {
+		t.Errorf("got %d entries in tmp after a failed commit, want 0", len(ents))
 	}
 }
 
