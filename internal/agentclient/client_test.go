@@ -241,3 +241,64 @@ func BenchmarkInfo(b *testing.B) {
 		}
 	}
 }
+
+// countingListener counts the connections it accepted.
+type countingListener struct {
+	net.Listener
+	mu sync.Mutex
+	n  int
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.mu.Lock()
+		l.n++
+		l.mu.Unlock()
+	}
+	return c, err
+}
+
+func (l *countingListener) accepted() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.n
+}
+
+// Execs one after another, and the calls between them, share one
+// connection: a stream closed after its exit is read to its end, so its
+// connection is kept (a new one into a sandbox costs milliseconds).
+func TestExecsReuseTheConnection(t *testing.T) {
+	ctx := testCtx(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := &countingListener{Listener: ln}
+	c, _ := agenttest.StartOn(t, cl, agent.Config{}, agent.Options{})
+	if _, err := c.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		s, err := c.Exec(ctx, &agentv1.ExecRequest{ExecId: fmt.Sprintf("e%d", i), Spec: &agentv1.ProcessSpec{Argv: []string{"true"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for {
+			ev, err := s.Recv()
+			if err != nil {
+				t.Fatalf("exec %d: %v", i, err)
+			}
+			if ev.GetExited() != nil {
+				break
+			}
+		}
+		s.Close() // right after the exit, as the daemon does
+		if _, err := c.Info(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := cl.accepted(); n != 1 {
+		t.Errorf("the agent accepted %d connections for 5 execs and 6 calls in sequence, want 1", n)
+	}
+}

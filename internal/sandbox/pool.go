@@ -379,16 +379,22 @@ func (m *Manager) createFromPool(ctx context.Context, sb *Sandbox, req Provision
 	bg := context.WithoutCancel(ctx)
 	sb.ID = mb.h.ID
 	req.ID = mb.h.ID
+	t0 := time.Now()
 	if err := m.repo.insert(ctx, sb); err != nil {
 		m.putBack(p, mb) // still idle: nothing of sb reached it
 		return true, err
 	}
+	t1 := time.Now()
 	err := m.prov.(IdleClaimer).ClaimIdle(ctx, mb.h, req)
+	t2 := time.Now()
 	if err == nil {
 		err = mb.conn.(Configurer).Configure(ctx, req.Env, req.Workdir, req.Entrypoint)
 	}
+	t3 := time.Now()
 	if err == nil {
 		err = m.register(ctx, sb, mb.h, mb.conn)
+		m.log.Info("warm pool: sandbox taken", "sandbox_id", sb.ID, "insert", t1.Sub(t0), "claim", t2.Sub(t1),
+			"configure", t3.Sub(t2), "register", time.Since(t3))
 	} else {
 		mb.conn.Close()
 		m.prov.Destroy(bg, mb.h)
