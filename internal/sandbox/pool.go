@@ -251,11 +251,12 @@ const warmUpExecID = ".warm-up"
 // exec of a sandbox is slower than the next ones (the agent's exec path
 // pages in, the engine makes its first new address space): a pool sandbox
 // pays for that before a client takes it. The process is the agent binary
-// itself (in every sandbox, whatever the image), which exits at once.
+// itself (in every sandbox, whatever the image), which prints its usage and
+// exits at once: its output goes through pipes and the stream, as a
+// client's will.
 func warmUp(ctx context.Context, conn AgentConn) error {
 	s, err := conn.Exec(ctx, &agentv1.ExecRequest{ExecId: warmUpExecID, Spec: &agentv1.ProcessSpec{
-		Argv: []string{"/proc/self/exe", "warm-up"}, Stdout: agentv1.OutputMode_OUTPUT_MODE_DEVNULL,
-		Stderr: agentv1.OutputMode_OUTPUT_MODE_DEVNULL, TimeoutMs: 10_000,
+		Argv: []string{"/proc/self/exe", "warm-up"}, TimeoutMs: 10_000,
 	}})
 	if err != nil {
 		return fmt.Errorf("warm-up exec: %w", err)
