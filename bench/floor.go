@@ -3,13 +3,14 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sandboxd/sandboxd/internal/fsutil"
 )
 
 // The engine's floor under an exec: a process started and waited for
@@ -45,7 +46,7 @@ func spawnFloor(ctx context.Context, r *raw, n int) ([]time.Duration, error) {
 		return nil, err
 	}
 	in := filepath.Join(r.rootfs, ".sbbench")
-	if err := copyFile(self, in); err != nil {
+	if err := fsutil.CopyFile(self, in, 0o755); err != nil {
 		return nil, err
 	}
 	defer os.Remove(in)
@@ -95,21 +96,4 @@ func (r *raw) runOutput(ctx context.Context, argv ...string) (string, error) {
 	delete(r.ids, id) // a foreground run deletes its container
 	b, err := os.ReadFile(outf.Name())
 	return string(b), err
-}
-
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }

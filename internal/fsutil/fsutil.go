@@ -5,6 +5,7 @@ package fsutil
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 )
@@ -30,37 +31,8 @@ func WriteFile(path string, data []byte, mode os.FileMode) error {
 
 // WriteFileAtomic replaces path with data: a reader, or a crash, sees the
 // old content or the new, never a mix. The new file has mode.
-func WriteFileAtomic(path string, data []byte, mode os.FileMode) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if err = f.Chmod(mode); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if _, err = f.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err = f.Sync(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err = os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err = SyncDir(dir); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
+	return replace(path, data, mode, true)
 }
 
 // SyncDir fsyncs directory dir, making the entries created, renamed or
@@ -78,8 +50,16 @@ func SyncDir(dir string) error {
 // (old content or new, never a mix) but without fsync: a crash may lose
 // the change. For files that live no longer than the processes they
 // configure, where a host crash ends both.
-func ReplaceFile(path string, data []byte, mode os.FileMode) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-")
+func ReplaceFile(path string, data []byte, mode os.FileMode) error {
+	return replace(path, data, mode, false)
+}
+
+// replace writes data to a temporary file beside path and renames it over
+// path; with durable, the file is fsynced before the rename and the
+// directory after it.
+func replace(path string, data []byte, mode os.FileMode, durable bool) (err error) {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-")
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
@@ -92,14 +72,43 @@ func ReplaceFile(path string, data []byte, mode os.FileMode) (err error) {
 	if err == nil {
 		_, err = f.Write(data)
 	}
+	if err == nil && durable {
+		err = f.Sync()
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err == nil {
 		err = os.Rename(f.Name(), path)
 	}
+	if err == nil && durable {
+		err = SyncDir(dir)
+	}
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
+}
+
+// CopyFile copies the regular file src to dst (created or truncated) with
+// mode exactly (the umask does not apply). Not synced.
+func CopyFile(src, dst string, mode os.FileMode) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Chmod(mode); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
 }

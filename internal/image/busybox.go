@@ -11,6 +11,8 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+
+	"github.com/sandboxd/sandboxd/internal/fsutil"
 )
 
 // busyboxBuilder makes a minimal root from the host's static busybox: the
@@ -54,7 +56,7 @@ func (b busyboxBuilder) build(ctx context.Context, dir string, progress io.Write
 			return ImageConfig{}, err
 		}
 	}
-	if err := copyFile(b.bin, filepath.Join(dir, "bin/busybox"), 0o755); err != nil {
+	if err := fsutil.CopyFile(b.bin, filepath.Join(dir, "bin/busybox"), 0o755); err != nil {
 		return ImageConfig{}, err
 	}
 	n := 0
@@ -108,26 +110,6 @@ func writeFileMode(name, body string, mode os.FileMode) error {
 		return err
 	}
 	return os.Chmod(name, mode)
-}
-
-func copyFile(src, dst string, mode os.FileMode) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	if err := out.Close(); err != nil {
-		return err
-	}
-	return os.Chmod(dst, mode)
 }
 
 // zeroMtimes sets every mtime in the tree (links included, not followed) to

@@ -141,16 +141,9 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (*Sandbox, error) {
 	if err != nil {
 		return nil, err
 	}
-	workdir := spec.Workdir
-	if workdir == "" {
-		workdir = img.Workdir
-	}
-	if workdir == "" {
-		workdir = "/"
-	}
 	req := ProvisionRequest{
-		Image: img, Resources: spec.Resources, Env: mergeEnv(img.Env, spec.Env, secretEnv), Workdir: workdir,
-		Entrypoint: spec.Entrypoint, Mounts: mounts,
+		Image: img, Resources: spec.Resources, Env: mergeEnv(img.Env, spec.Env, secretEnv),
+		Workdir: workdirOf(spec.Workdir, img), Entrypoint: spec.Entrypoint, Mounts: mounts,
 	}
 	sb := &Sandbox{Spec: spec, ImageID: img.ID, Tags: spec.Tags, State: StateCreating, CreatedAt: m.clock.Now()}
 	if sb.Tags == nil {
@@ -174,12 +167,30 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (*Sandbox, error) {
 		err = m.goLive(ctx, sb, h)
 	}
 	if err != nil {
-		log.Warn("create failed", "err", err)
-		m.repo.setFinished(context.WithoutCancel(ctx), sb.ID, ReasonFailed, ExitCodeLost, err.Error(), m.clock.Now())
-		return nil, fmt.Errorf("create sandbox: %w", err)
+		return nil, m.createFailed(ctx, sb.ID, err)
 	}
 	log.Info("sandbox running", "image", spec.Image, "app", spec.App)
 	return sb, nil
+}
+
+// createFailed records the create of sandbox id as failed with err and
+// returns the error its caller sees.
+func (m *Manager) createFailed(ctx context.Context, id string, err error) error {
+	m.log.Warn("create failed", "sandbox_id", id, "err", err)
+	m.repo.setFinished(context.WithoutCancel(ctx), id, ReasonFailed, ExitCodeLost, err.Error(), m.clock.Now())
+	return fmt.Errorf("create sandbox: %w", err)
+}
+
+// workdirOf is a sandbox's default working directory: the one asked for,
+// else the image's, else "/".
+func workdirOf(asked string, img ImageInfo) string {
+	switch {
+	case asked != "":
+		return asked
+	case img.Workdir != "":
+		return img.Workdir
+	}
+	return "/"
 }
 
 // goLive takes a sandbox whose engine is up (created or restored) to

@@ -100,7 +100,8 @@ type IdleClaimer interface {
 type member struct {
 	h       Handle
 	conn    AgentConn
-	imageID string // the image it was booted from
+	conf    Configurer // conn's, checked at boot
+	imageID string     // the image it was booted from
 }
 
 // warmPool is the state of one pool; guarded by pools.mu.
@@ -177,12 +178,15 @@ func (m *Manager) fillPool(p *warmPool) {
 		if keep {
 			// Members of an image since replaced under the same name
 			// would never be taken.
+			ready := []*member{}
 			for _, o := range p.ready {
-				if o.imageID != mb.imageID {
+				if o.imageID == mb.imageID {
+					ready = append(ready, o)
+				} else {
 					stale = append(stale, o)
 				}
 			}
-			p.ready = append(slices.DeleteFunc(p.ready, func(o *member) bool { return o.imageID != mb.imageID }), mb)
+			p.ready = append(ready, mb)
 		}
 		m.pools.mu.Unlock()
 		for _, o := range stale {
@@ -219,28 +223,29 @@ func (m *Manager) bootMember(spec PoolSpec) (*member, error) {
 	if err != nil {
 		return nil, err
 	}
-	workdir := img.Workdir
-	if workdir == "" {
-		workdir = "/"
-	}
 	h, err := m.prov.Provision(ctx, ProvisionRequest{
-		ID: newID("sb-"), Image: img, Resources: spec.Resources, Env: img.Env, Workdir: workdir, Idle: true,
+		ID: newID("sb-"), Image: img, Resources: spec.Resources, Env: img.Env, Workdir: workdirOf("", img), Idle: true,
 	})
 	if err != nil {
 		return nil, err
 	}
 	conn, err := m.dialReady(ctx, h)
-	if err == nil {
-		err = warmUp(ctx, conn)
-		if err != nil {
-			conn.Close()
-		}
-	}
 	if err != nil {
 		m.prov.Destroy(context.WithoutCancel(ctx), h)
 		return nil, err
 	}
-	return &member{h: h, conn: conn, imageID: img.ID}, nil
+	conf, ok := conn.(Configurer)
+	if !ok {
+		err = errdefs.FailedPrecondition("this agent connection cannot configure an idle agent")
+	} else {
+		err = warmUp(ctx, conn)
+	}
+	if err != nil {
+		conn.Close()
+		m.prov.Destroy(context.WithoutCancel(ctx), h)
+		return nil, err
+	}
+	return &member{h: h, conn: conn, conf: conf, imageID: img.ID}, nil
 }
 
 // warmUpExecID names the exec warmUp runs; no client can name an exec so
@@ -389,21 +394,19 @@ func (m *Manager) createFromPool(ctx context.Context, sb *Sandbox, req Provision
 	err := m.prov.(IdleClaimer).ClaimIdle(ctx, mb.h, req)
 	t2 := time.Now()
 	if err == nil {
-		err = mb.conn.(Configurer).Configure(ctx, req.Env, req.Workdir, req.Entrypoint)
+		err = mb.conf.Configure(ctx, req.Env, req.Workdir, req.Entrypoint)
 	}
 	t3 := time.Now()
 	if err == nil {
 		err = m.register(ctx, sb, mb.h, mb.conn)
-		m.log.Info("warm pool: sandbox taken", "sandbox_id", sb.ID, "insert", t1.Sub(t0), "claim", t2.Sub(t1),
+		m.log.Debug("warm pool: sandbox taken", "sandbox_id", sb.ID, "insert", t1.Sub(t0), "claim", t2.Sub(t1),
 			"configure", t3.Sub(t2), "register", time.Since(t3))
 	} else {
 		mb.conn.Close()
 		m.prov.Destroy(bg, mb.h)
 	}
 	if err != nil {
-		m.log.Warn("create from a warm pool failed", "sandbox_id", sb.ID, "err", err)
-		m.repo.setFinished(bg, sb.ID, ReasonFailed, ExitCodeLost, err.Error(), m.clock.Now())
-		return true, fmt.Errorf("create sandbox: %w", err)
+		return true, m.createFailed(ctx, sb.ID, err)
 	}
 	return true, nil
 }
