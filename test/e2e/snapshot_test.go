@@ -347,7 +347,7 @@ func TestMemSnapshotCLI(t *testing.T) {
 // A daemon restart keeps every snapshot usable, and sandboxes restored
 // before it stay adopted.
 func TestMemSnapshotDaemonRestart(t *testing.T) {
-	d, err := startDaemon(daemonOpts{prefix: "sbts", cidr: "10.237.0.0/16"})
+	d, err := startDaemon(uniqueOpts())
 	if err != nil {
 		t.Fatal(err)
 	}
