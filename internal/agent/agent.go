@@ -93,6 +93,8 @@ func New(cfg Config, opts Options) (*Agent, error) {
 	a.apply(cfg.Env, cfg.Workdir)
 	if len(cfg.Entrypoint) > 0 {
 		a.startEntrypoint(cfg.Entrypoint)
+	} else {
+		go a.warmUp() // see warmup.go; an entrypoint does the same for free
 	}
 	return a, nil
 }

@@ -199,6 +199,7 @@ func TestSetupTwoEndpoints(t *testing.T) {
 			}
 			checkHostEnd(t, m, ep)
 			checkSandboxEnd(t, ep)
+			checkStaticNeighbors(t, ep)
 			ln := listenIn(t, ep, ep.AgentAddr(0))
 			start := time.Now()
 			c, err := net.DialTimeout("tcp", ln.Addr().String(), 2*time.Second)
@@ -600,5 +601,35 @@ func TestConcurrentSetup(t *testing.T) {
 		}
 		seen[ep.SandboxIP] = true
 		checkSandboxEnd(t, ep)
+	}
+}
+
+// checkStaticNeighbors asserts that each end has the other's hardware
+// address as a permanent neighbor entry (no ARP before a first packet).
+func checkStaticNeighbors(t *testing.T, ep Endpoint) {
+	t.Helper()
+	show := func(args ...string) string {
+		out, err := exec.Command("ip", args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+		return string(out)
+	}
+	hostMAC := strings.TrimSpace(show("-br", "link", "show", "dev", ep.HostIf))
+	ethMAC := strings.TrimSpace(show("-n", ep.NetNSName, "-br", "link", "show", "dev", "eth0"))
+	field := func(s string) string { // "NAME STATE MAC FLAGS"
+		f := strings.Fields(s)
+		if len(f) < 3 {
+			t.Fatalf("unexpected link line %q", s)
+		}
+		return f[2]
+	}
+	onHost := show("neigh", "show", ep.SandboxIP.String(), "dev", ep.HostIf)
+	if !strings.Contains(onHost, field(ethMAC)) || !strings.Contains(onHost, "PERMANENT") {
+		t.Errorf("host: no permanent entry %s -> %s: %q", ep.SandboxIP, field(ethMAC), onHost)
+	}
+	inNS := show("-n", ep.NetNSName, "neigh", "show", ep.HostIP.String(), "dev", "eth0")
+	if !strings.Contains(inNS, field(hostMAC)) || !strings.Contains(inNS, "PERMANENT") {
+		t.Errorf("namespace: no permanent entry %s -> %s: %q", ep.HostIP, field(hostMAC), inNS)
 	}
 }

@@ -85,6 +85,9 @@ func (m *Manager) Setup(ctx context.Context, sandboxID string) (_ Endpoint, err 
 	if err := configureSandboxEnd(nsnl, ep); err != nil {
 		return Endpoint{}, err
 	}
+	if err := m.addStaticNeighbors(nsnl, ep); err != nil {
+		return Endpoint{}, err
+	}
 	if err := m.waitOperUp(ctx, nsnl, ep); err != nil {
 		return Endpoint{}, err
 	}
@@ -188,6 +191,35 @@ func configureSandboxEnd(h *netlink.Handle, ep Endpoint) error {
 	route := &netlink.Route{LinkIndex: eth.Attrs().Index, Gw: ep.HostIP.AsSlice()}
 	if err := h.RouteAdd(route); err != nil {
 		return fmt.Errorf("add default route: %w", err)
+	}
+	return nil
+}
+
+// addStaticNeighbors makes each end of the link know the other's hardware
+// address for good (NUD_PERMANENT), so that no first packet waits for ARP:
+// not the host's first dial of the agent, not the sandbox's answer. runsc
+// copies permanent entries of the namespace into gVisor's netstack when it
+// starts or restores the sandbox; the entries go with the veth pair.
+func (m *Manager) addStaticNeighbors(nsnl *netlink.Handle, ep Endpoint) error {
+	host, err := m.nl.LinkByName(ep.HostIf)
+	if err != nil {
+		return fmt.Errorf("find host link: %w", err)
+	}
+	eth, err := nsnl.LinkByName(sandboxIf)
+	if err != nil {
+		return fmt.Errorf("find %s: %w", sandboxIf, err)
+	}
+	if err := m.nl.NeighSet(&netlink.Neigh{
+		LinkIndex: host.Attrs().Index, Family: unix.AF_INET, State: netlink.NUD_PERMANENT,
+		IP: ep.SandboxIP.AsSlice(), HardwareAddr: eth.Attrs().HardwareAddr,
+	}); err != nil {
+		return fmt.Errorf("add the sandbox's neighbor entry: %w", err)
+	}
+	if err := nsnl.NeighSet(&netlink.Neigh{
+		LinkIndex: eth.Attrs().Index, Family: unix.AF_INET, State: netlink.NUD_PERMANENT,
+		IP: ep.HostIP.AsSlice(), HardwareAddr: host.Attrs().HardwareAddr,
+	}); err != nil {
+		return fmt.Errorf("add the host's neighbor entry in the namespace: %w", err)
 	}
 	return nil
 }
