@@ -170,11 +170,37 @@ func (p *Provisioner) bringUp(ctx context.Context, req sandbox.ProvisionRequest,
 		return h, fmt.Errorf("sandbox dir: %w", err)
 	}
 
-	ep, err := p.net.Setup(ctx, req.ID)
-	if err != nil {
-		return h, fmt.Errorf("network: %w", err)
+	// The network is set up while the root filesystem is mounted (each
+	// takes a few ms: veth and namespace, overlay and staging mounts); the
+	// spec needs the namespace, so it is joined before the spec is made.
+	type netResult struct {
+		ep  network.Endpoint
+		err error
 	}
-	undo = append(undo, func() { p.net.Teardown(bg, ep) })
+	netc := make(chan netResult, 1)
+	go func() {
+		ep, err := p.net.Setup(ctx, req.ID)
+		netc <- netResult{ep, err}
+	}()
+	netJoined := false
+	var ep network.Endpoint
+	joinNet := func() error {
+		netJoined = true
+		r := <-netc
+		if r.err != nil {
+			return fmt.Errorf("network: %w", r.err)
+		}
+		ep = r.ep
+		undo = append(undo, func() { p.net.Teardown(bg, r.ep) })
+		return nil
+	}
+	defer func() {
+		if !netJoined { // an earlier step failed: the network is undone too
+			if r := <-netc; r.err == nil {
+				p.net.Teardown(bg, r.ep)
+			}
+		}
+	}()
 
 	layers := make([]image.Digest, len(req.Image.Layers))
 	for i, l := range req.Image.Layers {
@@ -217,6 +243,9 @@ func (p *Provisioner) bringUp(ctx context.Context, req sandbox.ProvisionRequest,
 		return h, err
 	}
 
+	if err := joinNet(); err != nil {
+		return h, err
+	}
 	spec := runtime.Spec{
 		ID: req.ID, BundleDir: sub("bundle"), RootfsPath: sub("rootfs"), ScratchDir: sub("scratch"),
 		LogPath: sub("init.log"),
