@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -252,16 +253,26 @@ func (m *Manager) bootMember(spec PoolSpec) (*member, error) {
 // (execIDRE), so it never meets one of theirs.
 const warmUpExecID = ".warm-up"
 
-// warmUp runs one process in a new sandbox and waits for its end. The first
+// warmUp runs a process in a new sandbox and waits for its end. The first
 // exec of a sandbox is slower than the next ones (the agent's exec path
-// pages in, the engine makes its first new address space): a pool sandbox
-// pays for that before a client takes it. The process is the agent binary
-// itself (in every sandbox, whatever the image), which prints its usage and
-// exits at once: its output goes through pipes and the stream, as a
-// client's will.
+// pages in, the engine loads the program and its libraries for the first
+// time): a pool sandbox pays for that before a client takes it. The process
+// is the image's shell, `/bin/sh -c :`, as most clients' first commands go
+// through a shell (and, in a dynamically linked image, its libc is every
+// program's); in an image without one, the agent binary itself (in every
+// sandbox), which prints its usage and exits at once, its output going
+// through pipes and the stream as a client's will.
 func warmUp(ctx context.Context, conn AgentConn) error {
-	s, err := conn.Exec(ctx, &agentv1.ExecRequest{ExecId: warmUpExecID, Spec: &agentv1.ProcessSpec{
-		Argv: []string{"/proc/self/exe", "warm-up"}, TimeoutMs: 10_000,
+	err := runWarmUp(ctx, conn, warmUpExecID, []string{"/bin/sh", "-c", ":"})
+	if errors.Is(err, errdefs.ErrNotFound) {
+		err = runWarmUp(ctx, conn, warmUpExecID+"-agent", []string{"/proc/self/exe", "warm-up"})
+	}
+	return err
+}
+
+func runWarmUp(ctx context.Context, conn AgentConn, id string, argv []string) error {
+	s, err := conn.Exec(ctx, &agentv1.ExecRequest{ExecId: id, Spec: &agentv1.ProcessSpec{
+		Argv: argv, TimeoutMs: 10_000,
 	}})
 	if err != nil {
 		return fmt.Errorf("warm-up exec: %w", err)

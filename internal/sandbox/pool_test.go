@@ -263,3 +263,27 @@ func TestCreateFromWarmPoolFailure(t *testing.T) {
 		t.Errorf("got %v, want one failed sandbox", all)
 	}
 }
+
+// shellLessAgent answers exec of /bin/sh as an image without a shell does.
+type shellLessAgent struct {
+	fakeAgent
+	argvs [][]string
+}
+
+func (a *shellLessAgent) Exec(ctx context.Context, req *agentv1.ExecRequest) (ExecStream, error) {
+	a.argvs = append(a.argvs, req.Spec.Argv)
+	if req.Spec.Argv[0] == "/bin/sh" {
+		return nil, errdefs.NotFound("executable %q not found", req.Spec.Argv[0])
+	}
+	return &fakeStream{events: []*agentv1.ExecEvent{{Event: &agentv1.ExecEvent_Exited{Exited: &agentv1.Exited{}}}}}, nil
+}
+
+func TestWarmUpFallsBackToTheAgentWithoutAShell(t *testing.T) {
+	a := &shellLessAgent{}
+	if err := warmUp(context.Background(), a); err != nil {
+		t.Fatalf("warmUp: %v", err)
+	}
+	if len(a.argvs) != 2 || a.argvs[0][0] != "/bin/sh" || a.argvs[1][0] != "/proc/self/exe" {
+		t.Fatalf("warm-up ran %q, want /bin/sh then /proc/self/exe", a.argvs)
+	}
+}
