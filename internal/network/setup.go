@@ -85,10 +85,11 @@ func (m *Manager) Setup(ctx context.Context, sandboxID string) (_ Endpoint, err 
 	if err := configureSandboxEnd(nsnl, ep); err != nil {
 		return Endpoint{}, err
 	}
-	if err := m.addStaticNeighbors(nsnl, ep); err != nil {
+	host, eth, err := m.waitOperUp(ctx, nsnl, ep)
+	if err != nil {
 		return Endpoint{}, err
 	}
-	if err := m.waitOperUp(ctx, nsnl, ep); err != nil {
+	if err := m.addStaticNeighbors(nsnl, ep, host, eth); err != nil {
 		return Endpoint{}, err
 	}
 	u.release()
@@ -200,15 +201,7 @@ func configureSandboxEnd(h *netlink.Handle, ep Endpoint) error {
 // not the host's first dial of the agent, not the sandbox's answer. runsc
 // copies permanent entries of the namespace into gVisor's netstack when it
 // starts or restores the sandbox; the entries go with the veth pair.
-func (m *Manager) addStaticNeighbors(nsnl *netlink.Handle, ep Endpoint) error {
-	host, err := m.nl.LinkByName(ep.HostIf)
-	if err != nil {
-		return fmt.Errorf("find host link: %w", err)
-	}
-	eth, err := nsnl.LinkByName(sandboxIf)
-	if err != nil {
-		return fmt.Errorf("find %s: %w", sandboxIf, err)
-	}
+func (m *Manager) addStaticNeighbors(nsnl *netlink.Handle, ep Endpoint, host, eth netlink.Link) error {
 	if err := m.nl.NeighSet(&netlink.Neigh{
 		LinkIndex: host.Attrs().Index, Family: unix.AF_INET, State: netlink.NUD_PERMANENT,
 		IP: ep.SandboxIP.AsSlice(), HardwareAddr: eth.Attrs().HardwareAddr,
@@ -233,27 +226,29 @@ const (
 	operUpPoll    = 200 * time.Microsecond
 )
 
-func (m *Manager) waitOperUp(ctx context.Context, nsnl *netlink.Handle, ep Endpoint) error {
+// waitOperUp waits for both ends of ep to be operationally up and returns
+// both links as last read.
+func (m *Manager) waitOperUp(ctx context.Context, nsnl *netlink.Handle, ep Endpoint) (host, eth netlink.Link, err error) {
 	deadline := time.Now().Add(operUpTimeout)
 	for {
 		host, err := m.nl.LinkByName(ep.HostIf)
 		if err != nil {
-			return fmt.Errorf("find host link: %w", err)
+			return nil, nil, fmt.Errorf("find host link: %w", err)
 		}
 		eth, err := nsnl.LinkByName(sandboxIf)
 		if err != nil {
-			return fmt.Errorf("find %s: %w", sandboxIf, err)
+			return nil, nil, fmt.Errorf("find %s: %w", sandboxIf, err)
 		}
 		if host.Attrs().OperState == netlink.OperUp && eth.Attrs().OperState == netlink.OperUp {
-			return nil
+			return host, eth, nil
 		}
 		if time.Now().After(deadline) {
-			return errdefs.Unavailable("veth %s: not up after %v (host end %v, sandbox end %v)",
+			return nil, nil, errdefs.Unavailable("veth %s: not up after %v (host end %v, sandbox end %v)",
 				ep.HostIf, operUpTimeout, host.Attrs().OperState, eth.Attrs().OperState)
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return nil, nil, ctx.Err()
 		case <-time.After(operUpPoll):
 		}
 	}
