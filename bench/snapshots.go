@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -25,9 +26,13 @@ import (
 // ours, one for raw), so both measure a first checkpoint (the first one
 // scans memory for zero pages; later ones are faster).
 func runSnapshots(ctx context.Context, e *env) ([]figure, error) {
+	sizes, err := snapshotSizes(*snapshotSizesFlag)
+	if err != nil {
+		return nil, err
+	}
 	var figs []figure
 	n := min(e.n, 5)
-	for _, mib := range []int{16, 256} {
+	for _, mib := range sizes {
 		var frozen, call, restore, prepared, size, rawFrozen, rawCall, rawRestore, rawSize []float64
 		for i := range n {
 			ours, err := snapOurs(ctx, e, mib)
@@ -62,6 +67,23 @@ func runSnapshots(ctx context.Context, e *env) ([]figure, error) {
 		)
 	}
 	return figs, nil
+}
+
+// snapshotSizesFlag chooses the memory sizes the snapshots section measures
+// (one size alone takes half the time).
+var snapshotSizesFlag = flag.String("snapshot-sizes", "16,256", "snapshots section: comma-separated MiB of touched memory to measure")
+
+// snapshotSizes parses a comma-separated list of positive MiB counts.
+func snapshotSizes(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("-snapshot-sizes %q: want positive MiB counts separated by commas", s)
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }
 
 // snapSample is one iteration: ms, ms, ms, ms, MiB. restore is without a
@@ -112,20 +134,29 @@ func execOut(ctx context.Context, sb *sandboxd.Sandbox, argv ...string) (string,
 	return out.String(), err
 }
 
+// probeExecTimeout bounds one probe exec: a probe that never completes
+// (an exec lost across a snapshot) fails the iteration instead of hanging
+// the bench.
+const probeExecTimeout = 30 * time.Second
+
 // probe runs `true` through the exec API back to back until stop is
 // closed and returns the completion times: the longest gap between two of
 // them during a snapshot is how long the sandbox was frozen, as its agent
 // (and so a client) saw it, give or take one round trip (about 3-5 ms).
-func probe(ctx context.Context, sb *sandboxd.Sandbox, stop <-chan struct{}) []time.Time {
+// A failed exec ends it with the error: the gaps would be wrong.
+func probe(ctx context.Context, sb *sandboxd.Sandbox, stop <-chan struct{}) ([]time.Time, error) {
 	var at []time.Time
 	for {
 		select {
 		case <-stop:
-			return at
+			return at, nil
 		default:
 		}
-		if _, err := execOut(ctx, sb, "true"); err != nil {
-			return at
+		ectx, cancel := context.WithTimeout(ctx, probeExecTimeout)
+		_, err := execOut(ectx, sb, "true")
+		cancel()
+		if err != nil {
+			return at, fmt.Errorf("probe exec: %w", err)
 		}
 		at = append(at, time.Now())
 	}
@@ -149,9 +180,10 @@ func frozenDuring(at []time.Time, from, to time.Time) float64 {
 func withProbe(ctx context.Context, sb *sandboxd.Sandbox, f func() error) (call, frozen float64, err error) {
 	stop := make(chan struct{})
 	var at []time.Time
+	var perr error
 	var wg sync.WaitGroup
 	wg.Add(1)
-	go func() { defer wg.Done(); at = probe(ctx, sb, stop) }()
+	go func() { defer wg.Done(); at, perr = probe(ctx, sb, stop) }()
 	time.Sleep(100 * time.Millisecond) // the probe is in its stride
 	t0 := time.Now()
 	err = f()
@@ -159,6 +191,9 @@ func withProbe(ctx context.Context, sb *sandboxd.Sandbox, f func() error) (call,
 	time.Sleep(100 * time.Millisecond)
 	close(stop)
 	wg.Wait()
+	if err == nil {
+		err = perr
+	}
 	return float64(t1.Sub(t0)) / float64(time.Millisecond), frozenDuring(at, t0, t1), err
 }
 

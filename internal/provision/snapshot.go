@@ -30,8 +30,8 @@ import (
 // CheckpointEngine is the engine's optional ability to save a running
 // container and to start a new one from the saved image.
 type CheckpointEngine interface {
-	// Checkpoint saves container id into imageDir and leaves it running.
-	Checkpoint(ctx context.Context, id, imageDir string, leaveRunning bool) error
+	// Checkpoint saves container id into imageDir.
+	Checkpoint(ctx context.Context, id, imageDir string, o runtime.CheckpointOpts) error
 	// Restore starts container s.ID from the image in imageDir.
 	Restore(ctx context.Context, s runtime.Spec, imageDir string) error
 	// Create makes container s.ID without starting it: a restore target.
@@ -97,7 +97,11 @@ func (p *Provisioner) Checkpoint(ctx context.Context, h sandbox.Handle, dir stri
 	if err := os.Mkdir(img, 0o700); err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
-	return ce.Checkpoint(ctx, h.ID, img, true)
+	// Direct: the frozen time is mostly page writes, which O_DIRECT makes
+	// several times faster (runtime.CheckpointOpts). The pages then stay
+	// out of the page cache all along: the store sums them with O_DIRECT
+	// reads and runtime.Restore reads them so too.
+	return ce.Checkpoint(ctx, h.ID, img, runtime.CheckpointOpts{LeaveRunning: true, Direct: true})
 }
 
 // GuestMemory returns the bytes of memory the guest of sandbox h holds.

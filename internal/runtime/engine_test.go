@@ -371,7 +371,7 @@ func TestEngineCheckpointRestore(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	img := filepath.Join(e.base, "image")
 	os.Mkdir(img, 0o700)
-	if err := e.rt.Checkpoint(ctx, s.ID, img, false); err != nil {
+	if err := e.rt.Checkpoint(ctx, s.ID, img, CheckpointOpts{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.rt.Cleanup(ctx, s.ID); err != nil {

@@ -141,7 +141,7 @@ func TestUnknownIDIsNotFound(t *testing.T) {
 		"delete":     r.Delete(ctx, "sb-01", true),
 		"state":      stErr,
 		"wait":       waitErr,
-		"checkpoint": r.Checkpoint(ctx, "sb-01", "/img", false),
+		"checkpoint": r.Checkpoint(ctx, "sb-01", "/img", CheckpointOpts{}),
 	} {
 		if !errors.Is(err, errdefs.ErrNotFound) {
 			t.Errorf("%s: got %v, want ErrNotFound", name, err)
@@ -178,7 +178,7 @@ func TestKillDeleteArgs(t *testing.T) {
 	if err := r.Delete(ctx, "sb-1", true); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.Checkpoint(ctx, "sb-1", "/img", true); err != nil {
+	if err := r.Checkpoint(ctx, "sb-1", "/img", CheckpointOpts{LeaveRunning: true}); err != nil {
 		t.Fatal(err)
 	}
 	want := [][]string{

@@ -40,6 +40,13 @@ type MemoryMeter interface {
 // 672-842 ms without, 473-525 ms after a 70-85 ms read. The agent serves the
 // read (its file API), so no process is started and any image works.
 //
+// What priming cannot spare: pages the sentry allocated but the guest never
+// touched (it allocates anonymous memory in large units; 12-22 MB of them in
+// a 256 MiB sandbox here). They are not committed, so the save reads each,
+// which commits it, finds it zero and decommits it: 130-250 ms of the
+// frozen time here (runsc --debug: "save scanning took"), at every
+// checkpoint, in parallel with the page writes (see runtime.CheckpointOpts).
+//
 // It is skipped when meter (nil: unknown) says the guest holds less than
 // primeMin. Failures are logged and ignored: the checkpoint is correct
 // either way.

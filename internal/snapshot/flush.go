@@ -20,6 +20,9 @@ const flushEvery = 20 * time.Millisecond
 // to flush after the engine returns, about 200 ms here. It is only a head
 // start: Commit syncs everything regardless, and errors show there. Call
 // stop, which returns once the background work has ended, before Commit.
+// Files the engine writes with O_DIRECT (the memory pages, see
+// runtime.CheckpointOpts) have nothing to flush; this then matters for the
+// smaller ones, and wherever the filesystem refuses O_DIRECT.
 func (p *Pending) StartFlush() (stop func()) {
 	done, ended := make(chan struct{}), make(chan struct{})
 	go func() {

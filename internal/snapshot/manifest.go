@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash/crc32"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -33,21 +32,6 @@ type manifestFile struct {
 	Path   string `json:"path"` // slash-separated, relative to the snapshot dir
 	Size   int64  `json:"size"`
 	CRC32C string `json:"crc32c"`
-}
-
-// fileSum returns the size and CRC-32C of the file at path.
-func fileSum(path string) (int64, string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return 0, "", err
-	}
-	defer f.Close()
-	h := crc32.New(castagnoli)
-	n, err := io.CopyBuffer(h, f, make([]byte, 1<<20))
-	if err != nil {
-		return 0, "", err
-	}
-	return n, hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // syncPath fsyncs the file or directory at path.
