@@ -18,42 +18,12 @@ import (
 // bytes. It reads until the end of the file (or the range), whatever size
 // stat reported, so growing files and /proc files read whole.
 func (s *fsService) ReadFile(ctx context.Context, req *connect.Request[agentv1.ReadFileRequest], stream *connect.ServerStream[agentv1.ReadFileResponse]) error {
-	m := req.Msg
-	p, err := cleanPath("read", m.Path)
+	f, info, r, err := openRead(req.Msg)
 	if err != nil {
-		return fsToConnect("read", m.Path, err)
-	}
-	if m.Offset < 0 || m.Length < 0 {
-		return fsToConnect("read", p, errInvalid("offset %d and length %d must not be negative", m.Offset, m.Length))
-	}
-	f, err := os.Open(p)
-	if err != nil {
-		return fsToConnect("read", p, err)
+		return err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return fsToConnect("read", p, err)
-	}
-	info := infoOf(p, fi)
-	switch {
-	case fi.IsDir():
-		return fsToConnect("read", p, newFileError(agentv1.FileErrorKind_FILE_ERROR_KIND_IS_DIRECTORY, "read", p, "is a directory"))
-	case !fi.Mode().IsRegular() && m.Length == 0:
-		// A device or a fifo may never end: the caller must say how much.
-		return fsToConnect("read", p, errInvalid("read %s: not a regular file; give a length", p))
-	}
-	var r io.Reader = f
-	if m.Offset > 0 {
-		if fi.Mode().IsRegular() {
-			r = io.NewSectionReader(f, m.Offset, 1<<62)
-		} else if _, err := io.CopyN(io.Discard, f, m.Offset); err != nil && err != io.EOF {
-			return fsToConnect("read", p, err)
-		}
-	}
-	if m.Length > 0 {
-		r = io.LimitReader(r, m.Length)
-	}
+	p := info.Path
 	buf := make([]byte, s.chunk)
 	for first := true; ; first = false {
 		n, err := io.ReadFull(r, buf)
@@ -76,6 +46,51 @@ func (s *fsService) ReadFile(ctx context.Context, req *connect.Request[agentv1.R
 			return toConnect(ctx.Err())
 		}
 	}
+}
+
+// openRead opens the file or range that m asks for: f to close, its info
+// and a reader of the range. Its errors are Connect errors.
+func openRead(m *agentv1.ReadFileRequest) (f *os.File, info *agentv1.FileInfo, r io.Reader, err error) {
+	p, err := cleanPath("read", m.Path)
+	if err != nil {
+		return nil, nil, nil, fsToConnect("read", m.Path, err)
+	}
+	if m.Offset < 0 || m.Length < 0 {
+		return nil, nil, nil, fsToConnect("read", p, errInvalid("offset %d and length %d must not be negative", m.Offset, m.Length))
+	}
+	f, err = os.Open(p)
+	if err != nil {
+		return nil, nil, nil, fsToConnect("read", p, err)
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+		}
+	}()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, nil, nil, fsToConnect("read", p, err)
+	}
+	info = infoOf(p, fi)
+	switch {
+	case fi.IsDir():
+		return nil, nil, nil, fsToConnect("read", p, newFileError(agentv1.FileErrorKind_FILE_ERROR_KIND_IS_DIRECTORY, "read", p, "is a directory"))
+	case !fi.Mode().IsRegular() && m.Length == 0:
+		// A device or a fifo may never end: the caller must say how much.
+		return nil, nil, nil, fsToConnect("read", p, errInvalid("read %s: not a regular file; give a length", p))
+	}
+	r = f
+	if m.Offset > 0 {
+		if fi.Mode().IsRegular() {
+			r = io.NewSectionReader(f, m.Offset, 1<<62)
+		} else if _, err := io.CopyN(io.Discard, f, m.Offset); err != nil && err != io.EOF {
+			return nil, nil, nil, fsToConnect("read", p, err)
+		}
+	}
+	if m.Length > 0 {
+		r = io.LimitReader(r, m.Length)
+	}
+	return f, info, r, nil
 }
 
 // TarOut streams a tar archive of a file or tree (fstar's layout).

@@ -4,6 +4,7 @@ import (
 	"io/fs"
 	"os"
 	"sort"
+	"sync"
 	"syscall"
 
 	agentv1 "github.com/sandboxd/sandboxd/api/gen/agent/v1"
@@ -13,11 +14,15 @@ import (
 // fsService implements FilesystemService (api/agent/v1/files.proto) on the
 // agent's own root, which is the sandbox's. Handlers validate paths, call
 // the os package (the syscalls themselves where a small file's latency is
-// at stake: fs_put.go, fs_get.go) and map errors with fsToConnect. It holds no state: every
+// at stake: fs_put.go, fs_get.go) and map errors with fsToConnect. It holds no state but reusable buffers: every
 // call stands alone, and a checkpoint may happen between any two.
 type fsService struct {
 	// chunk is the most data bytes put in one message.
 	chunk int
+	// stageDir is where the daemon's staging dir appears (StageDir).
+	stageDir string
+	// copyBufs holds WriteStaged's copy buffers (*[]byte of stagedCopyBuf).
+	copyBufs *sync.Pool
 }
 
 var _ agentv1connect.FilesystemServiceHandler = (*fsService)(nil)
@@ -25,7 +30,12 @@ var _ agentv1connect.FilesystemServiceHandler = (*fsService)(nil)
 // fsChunk is the size of the data messages the file service sends.
 const fsChunk = 256 << 10
 
-func newFSService() *fsService { return &fsService{chunk: fsChunk} }
+func newFSService() *fsService {
+	return &fsService{chunk: fsChunk, stageDir: StageDir, copyBufs: &sync.Pool{New: func() any {
+		b := make([]byte, stagedCopyBuf)
+		return &b
+	}}}
+}
 
 // infoOf describes the file at p from its Lstat info.
 func infoOf(p string, fi fs.FileInfo) *agentv1.FileInfo {

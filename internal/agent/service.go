@@ -29,7 +29,9 @@ func (a *Agent) Handler() http.Handler {
 	// No compression: the link is a local veth and output is often binary;
 	// gzip would only cost CPU inside the sandbox.
 	mux.Handle(agentv1connect.NewAgentServiceHandler(&service{a: a, mounts: a.mounts}, connect.WithCompression("gzip", nil, nil)))
-	mux.Handle(agentv1connect.NewFilesystemServiceHandler(newFSService(), connect.WithCompression("gzip", nil, nil)))
+	fss := newFSService()
+	mux.Handle(agentv1connect.NewFilesystemServiceHandler(fss, connect.WithCompression("gzip", nil, nil)))
+	mux.HandleFunc(RawReadPath, fss.rawRead)
 	return requireToken(a.cfg.Token, mux)
 }
 

@@ -340,6 +340,10 @@ func (p *Provisioner) Adopt(ctx context.Context, h sandbox.Handle) (bool, error)
 	if err := p.net.Reserve(es.Endpoint); err != nil {
 		return false, err
 	}
+	// Transfers of the daemon that stopped are over: their files go.
+	if err := p.RemoveTransfers(ctx, h); err != nil {
+		p.log.Warn("remove leftover transfer files", "sandbox_id", h.ID, "err", err)
+	}
 	st, err := p.engine.State(ctx, h.ID)
 	if err != nil {
 		return false, nil

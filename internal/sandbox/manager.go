@@ -74,6 +74,9 @@ type live struct {
 	// mountMu serialises live mounts (livemounts.go), memory snapshots and
 	// the teardown of this sandbox.
 	mountMu sync.Mutex
+	// transfers keeps staged transfer steps and memory snapshots apart
+	// (transfers.go).
+	transfers transferGate
 }
 
 // New returns a Manager. Call Recover before serving requests and Close at the end.

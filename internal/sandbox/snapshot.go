@@ -170,12 +170,19 @@ func (s *Snapshots) Snapshot(ctx context.Context, id string, ttl time.Duration) 
 	}
 	meter, _ := s.eng.(MemoryMeter)
 	s.m.primeMemoryScan(ctx, l, meter, s.log.With("sandbox_id", id))
+	// No staged transfer step is in flight while the sandbox is saved
+	// (transfers.go): steps in flight end first, new ones wait.
+	releaseTransfers, err := l.transfers.hold(ctx)
+	if err != nil {
+		return SnapshotInfo{}, fmt.Errorf("snapshot %s: wait for transfers: %w", id, err)
+	}
 	start := time.Now()
 	// The engine's files go to disk while it writes them: less for Commit's
 	// fsync to wait for.
 	stopFlush := p.StartFlush()
 	err = s.eng.Checkpoint(ctx, l.handle, p.Dir)
 	stopFlush()
+	releaseTransfers()
 	if err != nil {
 		return SnapshotInfo{}, fmt.Errorf("snapshot %s: %w", id, err)
 	}

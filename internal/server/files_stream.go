@@ -15,24 +15,6 @@ import (
 // comes, so memory stays at a few messages whatever the file's size, and
 // HTTP/2 flow control carries back-pressure from end to end.
 
-func (h *fileService) ReadFile(ctx context.Context, req *connect.Request[pb.ReadFileRequest], stream *connect.ServerStream[pb.ReadFileResponse]) error {
-	fc, err := h.s.Sandboxes.Files(ctx, req.Msg.SandboxId)
-	if err != nil {
-		return toRPC(err)
-	}
-	as, err := fc.ReadFile(ctx, connect.NewRequest(convert(&agentv1.ReadFileRequest{}, req.Msg)))
-	if err != nil {
-		return h.fileErr(ctx, req.Msg.SandboxId, err)
-	}
-	return relay(ctx, h, req.Msg.SandboxId, as, func(m *agentv1.ReadFileResponse) error {
-		out := &pb.ReadFileResponse{Data: m.Data}
-		if m.Info != nil {
-			out.Info = convert(&pb.FileInfo{}, m.Info)
-		}
-		return stream.Send(out)
-	})
-}
-
 func (h *fileService) TarOut(ctx context.Context, req *connect.Request[pb.TarOutRequest], stream *connect.ServerStream[pb.DataChunk]) error {
 	fc, err := h.s.Sandboxes.Files(ctx, req.Msg.SandboxId)
 	if err != nil {
@@ -59,48 +41,6 @@ func (h *fileService) Watch(ctx context.Context, req *connect.Request[pb.WatchRe
 	return relay(ctx, h, req.Msg.SandboxId, as, func(m *agentv1.WatchEvent) error {
 		return stream.Send(&pb.WatchEvent{Type: pb.WatchEventType(m.Type), Path: m.Path, IsDir: m.IsDir})
 	})
-}
-
-func (h *fileService) WriteFile(ctx context.Context, stream *connect.ClientStream[pb.WriteFileRequest]) (*connect.Response[pb.WriteFileResponse], error) {
-	if !stream.Receive() {
-		return nil, toRPC(orNoHeader(stream.Err()))
-	}
-	hdr := stream.Msg().GetHeader()
-	if hdr == nil {
-		return nil, toRPC(errNoHeader)
-	}
-	id := hdr.SandboxId
-	fc, err := h.s.Sandboxes.Files(ctx, id)
-	if err != nil {
-		return nil, toRPC(err)
-	}
-	ah := convert(&agentv1.WriteHeader{}, hdr)
-	ah.SizeLimit = h.sizeLimit(hdr.SizeLimit)
-	// Cancelling actx breaks the agent's stream, so a caller's broken stream
-	// does not look like a finished one to the agent.
-	actx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	as := fc.WriteFile(actx)
-	err = as.Send(&agentv1.WriteFileRequest{Msg: &agentv1.WriteFileRequest_Header{Header: ah}})
-	for err == nil && stream.Receive() {
-		err = as.Send(&agentv1.WriteFileRequest{Msg: &agentv1.WriteFileRequest_Data{Data: stream.Msg().GetData()}})
-	}
-	if err == nil {
-		if err = stream.Err(); err != nil { // the caller's stream broke: do not finish the file
-			cancel()
-			as.CloseAndReceive()
-			return nil, err
-		}
-	}
-	// After a failed Send the agent's answer says why.
-	resp, rerr := as.CloseAndReceive()
-	if rerr != nil {
-		return nil, h.fileErr(ctx, id, rerr)
-	}
-	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, h.fileErr(ctx, id, err)
-	}
-	return connect.NewResponse(convert(&pb.WriteFileResponse{}, resp.Msg)), nil
 }
 
 func (h *fileService) TarIn(ctx context.Context, stream *connect.ClientStream[pb.TarInRequest]) (*connect.Response[pb.TarInResponse], error) {

@@ -40,6 +40,11 @@ type Client struct {
 	secrets   sandboxdv1connect.SecretServiceClient
 	images    sandboxdv1connect.ImageServiceClient
 	files     sandboxdv1connect.FileServiceClient
+	// fileReads serves Files.Open's streams over HTTP/1.1: measured on the
+	// host alone, Go's HTTP/2 server streamed 256 MiB at 180-450 MB/s where
+	// HTTP/1.1 did 600-980 MB/s (every HTTP/2 frame passes between the
+	// handler's goroutine and the connection's).
+	fileReads sandboxdv1connect.FileServiceClient
 	snapshots sandboxdv1connect.SnapshotServiceClient
 }
 
@@ -63,8 +68,18 @@ func NewClient(addr, token string) *Client {
 		secrets:   sandboxdv1connect.NewSecretServiceClient(hc, addr, opts),
 		images:    sandboxdv1connect.NewImageServiceClient(hc, addr, opts),
 		files:     sandboxdv1connect.NewFileServiceClient(hc, addr, opts),
+		fileReads: sandboxdv1connect.NewFileServiceClient(http1Client(), addr, opts),
 		snapshots: sandboxdv1connect.NewSnapshotServiceClient(hc, addr, opts),
 	}
+}
+
+// http1Client is a client speaking HTTP/1.1 only, a connection per call in
+// flight, kept alive between calls.
+func http1Client() *http.Client {
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	return &http.Client{Transport: &http.Transport{Protocols: &protos, MaxIdleConnsPerHost: 8,
+		DisableCompression: true, ReadBufferSize: 256 << 10, WriteBufferSize: 64 << 10}}
 }
 
 // NewClientFromEnv returns a client configured by SANDBOXD_ADDR and

@@ -63,7 +63,7 @@ func (f *Files) Open(ctx context.Context, p string) (*FileReader, error) {
 // end). A range past the end reads nothing.
 func (f *Files) OpenRange(ctx context.Context, p string, offset, length int64) (*FileReader, error) {
 	ctx, cancel := context.WithCancel(ctx)
-	s, err := f.sb.c.files.ReadFile(ctx, connect.NewRequest(&pb.ReadFileRequest{
+	s, err := f.sb.c.fileReads.ReadFile(ctx, connect.NewRequest(&pb.ReadFileRequest{
 		SandboxId: f.sb.ID, Path: p, Offset: offset, Length: length}))
 	if err != nil {
 		cancel()

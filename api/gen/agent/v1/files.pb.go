@@ -1230,6 +1230,133 @@ func (x *WriteFileResponse) GetInfo() *FileInfo {
 	return nil
 }
 
+type WriteStagedRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// As WriteFile's first message, the same in every step.
+	Header *WriteHeader `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// The staged file: a name directly in the staging dir, ".xfer-" and hex.
+	Source string `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
+	// Bytes the earlier steps of this write wrote: 0 for the first step.
+	Written       int64 `protobuf:"varint,3,opt,name=written,proto3" json:"written,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteStagedRequest) Reset() {
+	*x = WriteStagedRequest{}
+	mi := &file_agent_v1_files_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteStagedRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteStagedRequest) ProtoMessage() {}
+
+func (x *WriteStagedRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_files_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteStagedRequest.ProtoReflect.Descriptor instead.
+func (*WriteStagedRequest) Descriptor() ([]byte, []int) {
+	return file_agent_v1_files_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *WriteStagedRequest) GetHeader() *WriteHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *WriteStagedRequest) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *WriteStagedRequest) GetWritten() int64 {
+	if x != nil {
+		return x.Written
+	}
+	return 0
+}
+
+// RawReadError is the body of a failed raw read (the agent's plain HTTP
+// endpoint /sandboxd.agent.v1.RawFiles/Read, which answers a
+// ReadFileRequest with the bytes themselves rather than messages).
+type RawReadError struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A Connect code (connect.Code).
+	Code          uint32     `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string     `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	FileError     *FileError `protobuf:"bytes,3,opt,name=file_error,json=fileError,proto3" json:"file_error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RawReadError) Reset() {
+	*x = RawReadError{}
+	mi := &file_agent_v1_files_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RawReadError) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RawReadError) ProtoMessage() {}
+
+func (x *RawReadError) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_files_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RawReadError.ProtoReflect.Descriptor instead.
+func (*RawReadError) Descriptor() ([]byte, []int) {
+	return file_agent_v1_files_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *RawReadError) GetCode() uint32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *RawReadError) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *RawReadError) GetFileError() *FileError {
+	if x != nil {
+		return x.FileError
+	}
+	return nil
+}
+
 type PutFileRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// As WriteFile's first message.
@@ -1242,7 +1369,7 @@ type PutFileRequest struct {
 
 func (x *PutFileRequest) Reset() {
 	*x = PutFileRequest{}
-	mi := &file_agent_v1_files_proto_msgTypes[17]
+	mi := &file_agent_v1_files_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1254,7 +1381,7 @@ func (x *PutFileRequest) String() string {
 func (*PutFileRequest) ProtoMessage() {}
 
 func (x *PutFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_files_proto_msgTypes[17]
+	mi := &file_agent_v1_files_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1267,7 +1394,7 @@ func (x *PutFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutFileRequest.ProtoReflect.Descriptor instead.
 func (*PutFileRequest) Descriptor() ([]byte, []int) {
-	return file_agent_v1_files_proto_rawDescGZIP(), []int{17}
+	return file_agent_v1_files_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PutFileRequest) GetHeader() *WriteHeader {
@@ -1293,7 +1420,7 @@ type PutFileResponse struct {
 
 func (x *PutFileResponse) Reset() {
 	*x = PutFileResponse{}
-	mi := &file_agent_v1_files_proto_msgTypes[18]
+	mi := &file_agent_v1_files_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1305,7 +1432,7 @@ func (x *PutFileResponse) String() string {
 func (*PutFileResponse) ProtoMessage() {}
 
 func (x *PutFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_files_proto_msgTypes[18]
+	mi := &file_agent_v1_files_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1318,7 +1445,7 @@ func (x *PutFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutFileResponse.ProtoReflect.Descriptor instead.
 func (*PutFileResponse) Descriptor() ([]byte, []int) {
-	return file_agent_v1_files_proto_rawDescGZIP(), []int{18}
+	return file_agent_v1_files_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PutFileResponse) GetBytesWritten() int64 {
@@ -1339,7 +1466,7 @@ type GetFileRequest struct {
 
 func (x *GetFileRequest) Reset() {
 	*x = GetFileRequest{}
-	mi := &file_agent_v1_files_proto_msgTypes[19]
+	mi := &file_agent_v1_files_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1351,7 +1478,7 @@ func (x *GetFileRequest) String() string {
 func (*GetFileRequest) ProtoMessage() {}
 
 func (x *GetFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_files_proto_msgTypes[19]
+	mi := &file_agent_v1_files_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1364,7 +1491,7 @@ func (x *GetFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFileRequest.ProtoReflect.Descriptor instead.
 func (*GetFileRequest) Descriptor() ([]byte, []int) {
-	return file_agent_v1_files_proto_rawDescGZIP(), []int{19}
+	return file_agent_v1_files_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetFileRequest) GetPath() string {
@@ -1395,7 +1522,7 @@ type GetFileResponse struct {
 
 func (x *GetFileResponse) Reset() {
 	*x = GetFileResponse{}
-	mi := &file_agent_v1_files_proto_msgTypes[20]
+	mi := &file_agent_v1_files_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1407,7 +1534,7 @@ func (x *GetFileResponse) String() string {
 func (*GetFileResponse) ProtoMessage() {}
 
 func (x *GetFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_files_proto_msgTypes[20]
+	mi := &file_agent_v1_files_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1420,7 +1547,7 @@ func (x *GetFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFileResponse.ProtoReflect.Descriptor instead.
 func (*GetFileResponse) Descriptor() ([]byte, []int) {
-	return file_agent_v1_files_proto_rawDescGZIP(), []int{20}
+	return file_agent_v1_files_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetFileResponse) GetInfo() *FileInfo {
@@ -1453,7 +1580,7 @@ type TarOutRequest struct {
 
 func (x *TarOutRequest) Reset() {
 	*x = TarOutRequest{}
-	mi := &file_agent_v1_files_proto_msgTypes[21]
+	mi := &file_agent_v1_files_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1465,7 +1592,7 @@ func (x *TarOutRequest) String() string {
 func (*TarOutRequest) ProtoMessage() {}
 
 func (x *TarOutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_files_proto_msgTypes[21]
+	mi := &file_agent_v1_files_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1478,7 +1605,7 @@ func (x *TarOutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TarOutRequest.ProtoReflect.Descriptor instead.
 func (*TarOutRequest) Descriptor() ([]byte, []int) {
-	return file_agent_v1_files_proto_rawDescGZIP(), []int{21}
+	return file_agent_v1_files_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *TarOutRequest) GetPath() string {
@@ -1497,7 +1624,7 @@ type DataChunk struct {
 
 func (x *DataChunk) Reset() {
 	*x = DataChunk{}
-	mi := &file_agent_v1_files_proto_msgTypes[22]
+	mi := &file_agent_v1_files_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1509,7 +1636,7 @@ func (x *DataChunk) String() string {
 func (*DataChunk) ProtoMessage() {}
 
 func (x *DataChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_files_proto_msgTypes[22]
+	mi := &file_agent_v1_files_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1522,7 +1649,7 @@ func (x *DataChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataChunk.ProtoReflect.Descriptor instead.
 func (*DataChunk) Descriptor() ([]byte, []int) {
-	return file_agent_v1_files_proto_rawDescGZIP(), []int{22}
+	return file_agent_v1_files_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DataChunk) GetData() []byte {
@@ -1544,7 +1671,7 @@ type TarInHeader struct {
 
 func (x *TarInHeader) Reset() {
 	*x = TarInHeader{}
-	mi := &file_agent_v1_files_proto_msgTypes[23]
+	mi := &file_agent_v1_files_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1556,7 +1683,7 @@ func (x *TarInHeader) String() string {
 func (*TarInHeader) ProtoMessage() {}
 
 func (x *TarInHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_files_proto_msgTypes[23]
+	mi := &file_agent_v1_files_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1569,7 +1696,7 @@ func (x *TarInHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TarInHeader.ProtoReflect.Descriptor instead.
 func (*TarInHeader) Descriptor() ([]byte, []int) {
-	return file_agent_v1_files_proto_rawDescGZIP(), []int{23}
+	return file_agent_v1_files_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *TarInHeader) GetPath() string {
@@ -1592,7 +1719,7 @@ type TarInRequest struct {
 
 func (x *TarInRequest) Reset() {
 	*x = TarInRequest{}
-	mi := &file_agent_v1_files_proto_msgTypes[24]
+	mi := &file_agent_v1_files_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1604,7 +1731,7 @@ func (x *TarInRequest) String() string {
 func (*TarInRequest) ProtoMessage() {}
 
 func (x *TarInRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_files_proto_msgTypes[24]
+	mi := &file_agent_v1_files_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1617,7 +1744,7 @@ func (x *TarInRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TarInRequest.ProtoReflect.Descriptor instead.
 func (*TarInRequest) Descriptor() ([]byte, []int) {
-	return file_agent_v1_files_proto_rawDescGZIP(), []int{24}
+	return file_agent_v1_files_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *TarInRequest) GetMsg() isTarInRequest_Msg {
@@ -1671,7 +1798,7 @@ type TarInResponse struct {
 
 func (x *TarInResponse) Reset() {
 	*x = TarInResponse{}
-	mi := &file_agent_v1_files_proto_msgTypes[25]
+	mi := &file_agent_v1_files_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1683,7 +1810,7 @@ func (x *TarInResponse) String() string {
 func (*TarInResponse) ProtoMessage() {}
 
 func (x *TarInResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_files_proto_msgTypes[25]
+	mi := &file_agent_v1_files_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1696,7 +1823,7 @@ func (x *TarInResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TarInResponse.ProtoReflect.Descriptor instead.
 func (*TarInResponse) Descriptor() ([]byte, []int) {
-	return file_agent_v1_files_proto_rawDescGZIP(), []int{25}
+	return file_agent_v1_files_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *TarInResponse) GetEntries() int64 {
@@ -1726,7 +1853,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_agent_v1_files_proto_msgTypes[26]
+	mi := &file_agent_v1_files_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1738,7 +1865,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_files_proto_msgTypes[26]
+	mi := &file_agent_v1_files_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1751,7 +1878,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_agent_v1_files_proto_rawDescGZIP(), []int{26}
+	return file_agent_v1_files_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *WatchRequest) GetPath() string {
@@ -1786,7 +1913,7 @@ type WatchEvent struct {
 
 func (x *WatchEvent) Reset() {
 	*x = WatchEvent{}
-	mi := &file_agent_v1_files_proto_msgTypes[27]
+	mi := &file_agent_v1_files_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1798,7 +1925,7 @@ func (x *WatchEvent) String() string {
 func (*WatchEvent) ProtoMessage() {}
 
 func (x *WatchEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_files_proto_msgTypes[27]
+	mi := &file_agent_v1_files_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1811,7 +1938,7 @@ func (x *WatchEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEvent.ProtoReflect.Descriptor instead.
 func (*WatchEvent) Descriptor() ([]byte, []int) {
-	return file_agent_v1_files_proto_rawDescGZIP(), []int{27}
+	return file_agent_v1_files_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *WatchEvent) GetType() WatchEventType {
@@ -1897,7 +2024,16 @@ const file_agent_v1_files_proto_rawDesc = "" +
 	"\x03msg\"i\n" +
 	"\x11WriteFileResponse\x12#\n" +
 	"\rbytes_written\x18\x01 \x01(\x03R\fbytesWritten\x12/\n" +
-	"\x04info\x18\x02 \x01(\v2\x1b.sandboxd.agent.v1.FileInfoR\x04info\"\\\n" +
+	"\x04info\x18\x02 \x01(\v2\x1b.sandboxd.agent.v1.FileInfoR\x04info\"~\n" +
+	"\x12WriteStagedRequest\x126\n" +
+	"\x06header\x18\x01 \x01(\v2\x1e.sandboxd.agent.v1.WriteHeaderR\x06header\x12\x16\n" +
+	"\x06source\x18\x02 \x01(\tR\x06source\x12\x18\n" +
+	"\awritten\x18\x03 \x01(\x03R\awritten\"y\n" +
+	"\fRawReadError\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\rR\x04code\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x12;\n" +
+	"\n" +
+	"file_error\x18\x03 \x01(\v2\x1c.sandboxd.agent.v1.FileErrorR\tfileError\"\\\n" +
 	"\x0ePutFileRequest\x126\n" +
 	"\x06header\x18\x01 \x01(\v2\x1e.sandboxd.agent.v1.WriteHeaderR\x06header\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\"6\n" +
@@ -1962,7 +2098,7 @@ const file_agent_v1_files_proto_rawDesc = "" +
 	"\x17WATCH_EVENT_TYPE_MODIFY\x10\x03\x12\x1b\n" +
 	"\x17WATCH_EVENT_TYPE_REMOVE\x10\x04\x12\x1b\n" +
 	"\x17WATCH_EVENT_TYPE_RENAME\x10\x05\x12\x1d\n" +
-	"\x19WATCH_EVENT_TYPE_OVERFLOW\x10\x062\xd8\a\n" +
+	"\x19WATCH_EVENT_TYPE_OVERFLOW\x10\x062\xb4\b\n" +
 	"\x11FilesystemService\x12G\n" +
 	"\x04Stat\x12\x1e.sandboxd.agent.v1.StatRequest\x1a\x1f.sandboxd.agent.v1.StatResponse\x12P\n" +
 	"\aListDir\x12!.sandboxd.agent.v1.ListDirRequest\x1a\".sandboxd.agent.v1.ListDirResponse\x12P\n" +
@@ -1972,7 +2108,8 @@ const file_agent_v1_files_proto_rawDesc = "" +
 	"\bReadFile\x12\".sandboxd.agent.v1.ReadFileRequest\x1a#.sandboxd.agent.v1.ReadFileResponse0\x01\x12X\n" +
 	"\tWriteFile\x12#.sandboxd.agent.v1.WriteFileRequest\x1a$.sandboxd.agent.v1.WriteFileResponse(\x01\x12P\n" +
 	"\aPutFile\x12!.sandboxd.agent.v1.PutFileRequest\x1a\".sandboxd.agent.v1.PutFileResponse\x12P\n" +
-	"\aGetFile\x12!.sandboxd.agent.v1.GetFileRequest\x1a\".sandboxd.agent.v1.GetFileResponse\x12J\n" +
+	"\aGetFile\x12!.sandboxd.agent.v1.GetFileRequest\x1a\".sandboxd.agent.v1.GetFileResponse\x12Z\n" +
+	"\vWriteStaged\x12%.sandboxd.agent.v1.WriteStagedRequest\x1a$.sandboxd.agent.v1.WriteFileResponse\x12J\n" +
 	"\x06TarOut\x12 .sandboxd.agent.v1.TarOutRequest\x1a\x1c.sandboxd.agent.v1.DataChunk0\x01\x12L\n" +
 	"\x05TarIn\x12\x1f.sandboxd.agent.v1.TarInRequest\x1a .sandboxd.agent.v1.TarInResponse(\x01\x12I\n" +
 	"\x05Watch\x12\x1f.sandboxd.agent.v1.WatchRequest\x1a\x1d.sandboxd.agent.v1.WatchEvent0\x01B7Z5github.com/sandboxd/sandboxd/api/gen/agent/v1;agentv1b\x06proto3"
@@ -1990,40 +2127,42 @@ func file_agent_v1_files_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_v1_files_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_agent_v1_files_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_agent_v1_files_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_agent_v1_files_proto_goTypes = []any{
-	(FileType)(0),             // 0: sandboxd.agent.v1.FileType
-	(FileErrorKind)(0),        // 1: sandboxd.agent.v1.FileErrorKind
-	(WriteMode)(0),            // 2: sandboxd.agent.v1.WriteMode
-	(WatchEventType)(0),       // 3: sandboxd.agent.v1.WatchEventType
-	(*FileInfo)(nil),          // 4: sandboxd.agent.v1.FileInfo
-	(*FileError)(nil),         // 5: sandboxd.agent.v1.FileError
-	(*StatRequest)(nil),       // 6: sandboxd.agent.v1.StatRequest
-	(*StatResponse)(nil),      // 7: sandboxd.agent.v1.StatResponse
-	(*ListDirRequest)(nil),    // 8: sandboxd.agent.v1.ListDirRequest
-	(*ListDirResponse)(nil),   // 9: sandboxd.agent.v1.ListDirResponse
-	(*MakeDirRequest)(nil),    // 10: sandboxd.agent.v1.MakeDirRequest
-	(*MakeDirResponse)(nil),   // 11: sandboxd.agent.v1.MakeDirResponse
-	(*RemoveRequest)(nil),     // 12: sandboxd.agent.v1.RemoveRequest
-	(*RemoveResponse)(nil),    // 13: sandboxd.agent.v1.RemoveResponse
-	(*RenameRequest)(nil),     // 14: sandboxd.agent.v1.RenameRequest
-	(*RenameResponse)(nil),    // 15: sandboxd.agent.v1.RenameResponse
-	(*ReadFileRequest)(nil),   // 16: sandboxd.agent.v1.ReadFileRequest
-	(*ReadFileResponse)(nil),  // 17: sandboxd.agent.v1.ReadFileResponse
-	(*WriteHeader)(nil),       // 18: sandboxd.agent.v1.WriteHeader
-	(*WriteFileRequest)(nil),  // 19: sandboxd.agent.v1.WriteFileRequest
-	(*WriteFileResponse)(nil), // 20: sandboxd.agent.v1.WriteFileResponse
-	(*PutFileRequest)(nil),    // 21: sandboxd.agent.v1.PutFileRequest
-	(*PutFileResponse)(nil),   // 22: sandboxd.agent.v1.PutFileResponse
-	(*GetFileRequest)(nil),    // 23: sandboxd.agent.v1.GetFileRequest
-	(*GetFileResponse)(nil),   // 24: sandboxd.agent.v1.GetFileResponse
-	(*TarOutRequest)(nil),     // 25: sandboxd.agent.v1.TarOutRequest
-	(*DataChunk)(nil),         // 26: sandboxd.agent.v1.DataChunk
-	(*TarInHeader)(nil),       // 27: sandboxd.agent.v1.TarInHeader
-	(*TarInRequest)(nil),      // 28: sandboxd.agent.v1.TarInRequest
-	(*TarInResponse)(nil),     // 29: sandboxd.agent.v1.TarInResponse
-	(*WatchRequest)(nil),      // 30: sandboxd.agent.v1.WatchRequest
-	(*WatchEvent)(nil),        // 31: sandboxd.agent.v1.WatchEvent
+	(FileType)(0),              // 0: sandboxd.agent.v1.FileType
+	(FileErrorKind)(0),         // 1: sandboxd.agent.v1.FileErrorKind
+	(WriteMode)(0),             // 2: sandboxd.agent.v1.WriteMode
+	(WatchEventType)(0),        // 3: sandboxd.agent.v1.WatchEventType
+	(*FileInfo)(nil),           // 4: sandboxd.agent.v1.FileInfo
+	(*FileError)(nil),          // 5: sandboxd.agent.v1.FileError
+	(*StatRequest)(nil),        // 6: sandboxd.agent.v1.StatRequest
+	(*StatResponse)(nil),       // 7: sandboxd.agent.v1.StatResponse
+	(*ListDirRequest)(nil),     // 8: sandboxd.agent.v1.ListDirRequest
+	(*ListDirResponse)(nil),    // 9: sandboxd.agent.v1.ListDirResponse
+	(*MakeDirRequest)(nil),     // 10: sandboxd.agent.v1.MakeDirRequest
+	(*MakeDirResponse)(nil),    // 11: sandboxd.agent.v1.MakeDirResponse
+	(*RemoveRequest)(nil),      // 12: sandboxd.agent.v1.RemoveRequest
+	(*RemoveResponse)(nil),     // 13: sandboxd.agent.v1.RemoveResponse
+	(*RenameRequest)(nil),      // 14: sandboxd.agent.v1.RenameRequest
+	(*RenameResponse)(nil),     // 15: sandboxd.agent.v1.RenameResponse
+	(*ReadFileRequest)(nil),    // 16: sandboxd.agent.v1.ReadFileRequest
+	(*ReadFileResponse)(nil),   // 17: sandboxd.agent.v1.ReadFileResponse
+	(*WriteHeader)(nil),        // 18: sandboxd.agent.v1.WriteHeader
+	(*WriteFileRequest)(nil),   // 19: sandboxd.agent.v1.WriteFileRequest
+	(*WriteFileResponse)(nil),  // 20: sandboxd.agent.v1.WriteFileResponse
+	(*WriteStagedRequest)(nil), // 21: sandboxd.agent.v1.WriteStagedRequest
+	(*RawReadError)(nil),       // 22: sandboxd.agent.v1.RawReadError
+	(*PutFileRequest)(nil),     // 23: sandboxd.agent.v1.PutFileRequest
+	(*PutFileResponse)(nil),    // 24: sandboxd.agent.v1.PutFileResponse
+	(*GetFileRequest)(nil),     // 25: sandboxd.agent.v1.GetFileRequest
+	(*GetFileResponse)(nil),    // 26: sandboxd.agent.v1.GetFileResponse
+	(*TarOutRequest)(nil),      // 27: sandboxd.agent.v1.TarOutRequest
+	(*DataChunk)(nil),          // 28: sandboxd.agent.v1.DataChunk
+	(*TarInHeader)(nil),        // 29: sandboxd.agent.v1.TarInHeader
+	(*TarInRequest)(nil),       // 30: sandboxd.agent.v1.TarInRequest
+	(*TarInResponse)(nil),      // 31: sandboxd.agent.v1.TarInResponse
+	(*WatchRequest)(nil),       // 32: sandboxd.agent.v1.WatchRequest
+	(*WatchEvent)(nil),         // 33: sandboxd.agent.v1.WatchEvent
 }
 var file_agent_v1_files_proto_depIdxs = []int32{
 	0,  // 0: sandboxd.agent.v1.FileInfo.type:type_name -> sandboxd.agent.v1.FileType
@@ -2034,39 +2173,43 @@ var file_agent_v1_files_proto_depIdxs = []int32{
 	2,  // 5: sandboxd.agent.v1.WriteHeader.write_mode:type_name -> sandboxd.agent.v1.WriteMode
 	18, // 6: sandboxd.agent.v1.WriteFileRequest.header:type_name -> sandboxd.agent.v1.WriteHeader
 	4,  // 7: sandboxd.agent.v1.WriteFileResponse.info:type_name -> sandboxd.agent.v1.FileInfo
-	18, // 8: sandboxd.agent.v1.PutFileRequest.header:type_name -> sandboxd.agent.v1.WriteHeader
-	4,  // 9: sandboxd.agent.v1.GetFileResponse.info:type_name -> sandboxd.agent.v1.FileInfo
-	27, // 10: sandboxd.agent.v1.TarInRequest.header:type_name -> sandboxd.agent.v1.TarInHeader
-	3,  // 11: sandboxd.agent.v1.WatchEvent.type:type_name -> sandboxd.agent.v1.WatchEventType
-	6,  // 12: sandboxd.agent.v1.FilesystemService.Stat:input_type -> sandboxd.agent.v1.StatRequest
-	8,  // 13: sandboxd.agent.v1.FilesystemService.ListDir:input_type -> sandboxd.agent.v1.ListDirRequest
-	10, // 14: sandboxd.agent.v1.FilesystemService.MakeDir:input_type -> sandboxd.agent.v1.MakeDirRequest
-	12, // 15: sandboxd.agent.v1.FilesystemService.Remove:input_type -> sandboxd.agent.v1.RemoveRequest
-	14, // 16: sandboxd.agent.v1.FilesystemService.Rename:input_type -> sandboxd.agent.v1.RenameRequest
-	16, // 17: sandboxd.agent.v1.FilesystemService.ReadFile:input_type -> sandboxd.agent.v1.ReadFileRequest
-	19, // 18: sandboxd.agent.v1.FilesystemService.WriteFile:input_type -> sandboxd.agent.v1.WriteFileRequest
-	21, // 19: sandboxd.agent.v1.FilesystemService.PutFile:input_type -> sandboxd.agent.v1.PutFileRequest
-	23, // 20: sandboxd.agent.v1.FilesystemService.GetFile:input_type -> sandboxd.agent.v1.GetFileRequest
-	25, // 21: sandboxd.agent.v1.FilesystemService.TarOut:input_type -> sandboxd.agent.v1.TarOutRequest
-	28, // 22: sandboxd.agent.v1.FilesystemService.TarIn:input_type -> sandboxd.agent.v1.TarInRequest
-	30, // 23: sandboxd.agent.v1.FilesystemService.Watch:input_type -> sandboxd.agent.v1.WatchRequest
-	7,  // 24: sandboxd.agent.v1.FilesystemService.Stat:output_type -> sandboxd.agent.v1.StatResponse
-	9,  // 25: sandboxd.agent.v1.FilesystemService.ListDir:output_type -> sandboxd.agent.v1.ListDirResponse
-	11, // 26: sandboxd.agent.v1.FilesystemService.MakeDir:output_type -> sandboxd.agent.v1.MakeDirResponse
-	13, // 27: sandboxd.agent.v1.FilesystemService.Remove:output_type -> sandboxd.agent.v1.RemoveResponse
-	15, // 28: sandboxd.agent.v1.FilesystemService.Rename:output_type -> sandboxd.agent.v1.RenameResponse
-	17, // 29: sandboxd.agent.v1.FilesystemService.ReadFile:output_type -> sandboxd.agent.v1.ReadFileResponse
-	20, // 30: sandboxd.agent.v1.FilesystemService.WriteFile:output_type -> sandboxd.agent.v1.WriteFileResponse
-	22, // 31: sandboxd.agent.v1.FilesystemService.PutFile:output_type -> sandboxd.agent.v1.PutFileResponse
-	24, // 32: sandboxd.agent.v1.FilesystemService.GetFile:output_type -> sandboxd.agent.v1.GetFileResponse
-	26, // 33: sandboxd.agent.v1.FilesystemService.TarOut:output_type -> sandboxd.agent.v1.DataChunk
-	29, // 34: sandboxd.agent.v1.FilesystemService.TarIn:output_type -> sandboxd.agent.v1.TarInResponse
-	31, // 35: sandboxd.agent.v1.FilesystemService.Watch:output_type -> sandboxd.agent.v1.WatchEvent
-	24, // [24:36] is the sub-list for method output_type
-	12, // [12:24] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	18, // 8: sandboxd.agent.v1.WriteStagedRequest.header:type_name -> sandboxd.agent.v1.WriteHeader
+	5,  // 9: sandboxd.agent.v1.RawReadError.file_error:type_name -> sandboxd.agent.v1.FileError
+	18, // 10: sandboxd.agent.v1.PutFileRequest.header:type_name -> sandboxd.agent.v1.WriteHeader
+	4,  // 11: sandboxd.agent.v1.GetFileResponse.info:type_name -> sandboxd.agent.v1.FileInfo
+	29, // 12: sandboxd.agent.v1.TarInRequest.header:type_name -> sandboxd.agent.v1.TarInHeader
+	3,  // 13: sandboxd.agent.v1.WatchEvent.type:type_name -> sandboxd.agent.v1.WatchEventType
+	6,  // 14: sandboxd.agent.v1.FilesystemService.Stat:input_type -> sandboxd.agent.v1.StatRequest
+	8,  // 15: sandboxd.agent.v1.FilesystemService.ListDir:input_type -> sandboxd.agent.v1.ListDirRequest
+	10, // 16: sandboxd.agent.v1.FilesystemService.MakeDir:input_type -> sandboxd.agent.v1.MakeDirRequest
+	12, // 17: sandboxd.agent.v1.FilesystemService.Remove:input_type -> sandboxd.agent.v1.RemoveRequest
+	14, // 18: sandboxd.agent.v1.FilesystemService.Rename:input_type -> sandboxd.agent.v1.RenameRequest
+	16, // 19: sandboxd.agent.v1.FilesystemService.ReadFile:input_type -> sandboxd.agent.v1.ReadFileRequest
+	19, // 20: sandboxd.agent.v1.FilesystemService.WriteFile:input_type -> sandboxd.agent.v1.WriteFileRequest
+	23, // 21: sandboxd.agent.v1.FilesystemService.PutFile:input_type -> sandboxd.agent.v1.PutFileRequest
+	25, // 22: sandboxd.agent.v1.FilesystemService.GetFile:input_type -> sandboxd.agent.v1.GetFileRequest
+	21, // 23: sandboxd.agent.v1.FilesystemService.WriteStaged:input_type -> sandboxd.agent.v1.WriteStagedRequest
+	27, // 24: sandboxd.agent.v1.FilesystemService.TarOut:input_type -> sandboxd.agent.v1.TarOutRequest
+	30, // 25: sandboxd.agent.v1.FilesystemService.TarIn:input_type -> sandboxd.agent.v1.TarInRequest
+	32, // 26: sandboxd.agent.v1.FilesystemService.Watch:input_type -> sandboxd.agent.v1.WatchRequest
+	7,  // 27: sandboxd.agent.v1.FilesystemService.Stat:output_type -> sandboxd.agent.v1.StatResponse
+	9,  // 28: sandboxd.agent.v1.FilesystemService.ListDir:output_type -> sandboxd.agent.v1.ListDirResponse
+	11, // 29: sandboxd.agent.v1.FilesystemService.MakeDir:output_type -> sandboxd.agent.v1.MakeDirResponse
+	13, // 30: sandboxd.agent.v1.FilesystemService.Remove:output_type -> sandboxd.agent.v1.RemoveResponse
+	15, // 31: sandboxd.agent.v1.FilesystemService.Rename:output_type -> sandboxd.agent.v1.RenameResponse
+	17, // 32: sandboxd.agent.v1.FilesystemService.ReadFile:output_type -> sandboxd.agent.v1.ReadFileResponse
+	20, // 33: sandboxd.agent.v1.FilesystemService.WriteFile:output_type -> sandboxd.agent.v1.WriteFileResponse
+	24, // 34: sandboxd.agent.v1.FilesystemService.PutFile:output_type -> sandboxd.agent.v1.PutFileResponse
+	26, // 35: sandboxd.agent.v1.FilesystemService.GetFile:output_type -> sandboxd.agent.v1.GetFileResponse
+	20, // 36: sandboxd.agent.v1.FilesystemService.WriteStaged:output_type -> sandboxd.agent.v1.WriteFileResponse
+	28, // 37: sandboxd.agent.v1.FilesystemService.TarOut:output_type -> sandboxd.agent.v1.DataChunk
+	31, // 38: sandboxd.agent.v1.FilesystemService.TarIn:output_type -> sandboxd.agent.v1.TarInResponse
+	33, // 39: sandboxd.agent.v1.FilesystemService.Watch:output_type -> sandboxd.agent.v1.WatchEvent
+	27, // [27:40] is the sub-list for method output_type
+	14, // [14:27] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_agent_v1_files_proto_init() }
@@ -2078,7 +2221,7 @@ func file_agent_v1_files_proto_init() {
 		(*WriteFileRequest_Header)(nil),
 		(*WriteFileRequest_Data)(nil),
 	}
-	file_agent_v1_files_proto_msgTypes[24].OneofWrappers = []any{
+	file_agent_v1_files_proto_msgTypes[26].OneofWrappers = []any{
 		(*TarInRequest_Header)(nil),
 		(*TarInRequest_Data)(nil),
 	}
@@ -2088,7 +2231,7 @@ func file_agent_v1_files_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_v1_files_proto_rawDesc), len(file_agent_v1_files_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   28,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

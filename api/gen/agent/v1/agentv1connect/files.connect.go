@@ -67,6 +67,9 @@ const (
 	// FilesystemServiceGetFileProcedure is the fully-qualified name of the FilesystemService's GetFile
 	// RPC.
 	FilesystemServiceGetFileProcedure = "/sandboxd.agent.v1.FilesystemService/GetFile"
+	// FilesystemServiceWriteStagedProcedure is the fully-qualified name of the FilesystemService's
+	// WriteStaged RPC.
+	FilesystemServiceWriteStagedProcedure = "/sandboxd.agent.v1.FilesystemService/WriteStaged"
 	// FilesystemServiceTarOutProcedure is the fully-qualified name of the FilesystemService's TarOut
 	// RPC.
 	FilesystemServiceTarOutProcedure = "/sandboxd.agent.v1.FilesystemService/TarOut"
@@ -101,6 +104,14 @@ type FilesystemServiceClient interface {
 	// complete = false with the file's info and no data, and the caller reads
 	// it with ReadFile. Errors are ReadFile's.
 	GetFile(context.Context, *connect.Request[v1.GetFileRequest]) (*connect.Response[v1.GetFileResponse], error)
+	// WriteStaged is one step of a large write whose data the daemon put in a
+	// file of the staging dir (StageDir, a read-only host mount) instead of
+	// sending it: the agent appends that file's content to the target. The
+	// first step (written = 0) opens the target as the header says; later
+	// steps open it as it is and go on where the earlier ones stopped. The
+	// header and the errors are WriteFile's. The agent holds the staged file
+	// open only until it answers.
+	WriteStaged(context.Context, *connect.Request[v1.WriteStagedRequest]) (*connect.Response[v1.WriteFileResponse], error)
 	// TarOut streams a tar archive of a file or tree. The path itself is the
 	// entry "."; the tree's entries are "./sub/name". Symlinks are archived as
 	// links, never followed.
@@ -179,6 +190,12 @@ func NewFilesystemServiceClient(httpClient connect.HTTPClient, baseURL string, o
 			connect.WithSchema(filesystemServiceMethods.ByName("GetFile")),
 			connect.WithClientOptions(opts...),
 		),
+		writeStaged: connect.NewClient[v1.WriteStagedRequest, v1.WriteFileResponse](
+			httpClient,
+			baseURL+FilesystemServiceWriteStagedProcedure,
+			connect.WithSchema(filesystemServiceMethods.ByName("WriteStaged")),
+			connect.WithClientOptions(opts...),
+		),
 		tarOut: connect.NewClient[v1.TarOutRequest, v1.DataChunk](
 			httpClient,
 			baseURL+FilesystemServiceTarOutProcedure,
@@ -202,18 +219,19 @@ func NewFilesystemServiceClient(httpClient connect.HTTPClient, baseURL string, o
 
 // filesystemServiceClient implements FilesystemServiceClient.
 type filesystemServiceClient struct {
-	stat      *connect.Client[v1.StatRequest, v1.StatResponse]
-	listDir   *connect.Client[v1.ListDirRequest, v1.ListDirResponse]
-	makeDir   *connect.Client[v1.MakeDirRequest, v1.MakeDirResponse]
-	remove    *connect.Client[v1.RemoveRequest, v1.RemoveResponse]
-	rename    *connect.Client[v1.RenameRequest, v1.RenameResponse]
-	readFile  *connect.Client[v1.ReadFileRequest, v1.ReadFileResponse]
-	writeFile *connect.Client[v1.WriteFileRequest, v1.WriteFileResponse]
-	putFile   *connect.Client[v1.PutFileRequest, v1.PutFileResponse]
-	getFile   *connect.Client[v1.GetFileRequest, v1.GetFileResponse]
-	tarOut    *connect.Client[v1.TarOutRequest, v1.DataChunk]
-	tarIn     *connect.Client[v1.TarInRequest, v1.TarInResponse]
-	watch     *connect.Client[v1.WatchRequest, v1.WatchEvent]
+	stat        *connect.Client[v1.StatRequest, v1.StatResponse]
+	listDir     *connect.Client[v1.ListDirRequest, v1.ListDirResponse]
+	makeDir     *connect.Client[v1.MakeDirRequest, v1.MakeDirResponse]
+	remove      *connect.Client[v1.RemoveRequest, v1.RemoveResponse]
+	rename      *connect.Client[v1.RenameRequest, v1.RenameResponse]
+	readFile    *connect.Client[v1.ReadFileRequest, v1.ReadFileResponse]
+	writeFile   *connect.Client[v1.WriteFileRequest, v1.WriteFileResponse]
+	putFile     *connect.Client[v1.PutFileRequest, v1.PutFileResponse]
+	getFile     *connect.Client[v1.GetFileRequest, v1.GetFileResponse]
+	writeStaged *connect.Client[v1.WriteStagedRequest, v1.WriteFileResponse]
+	tarOut      *connect.Client[v1.TarOutRequest, v1.DataChunk]
+	tarIn       *connect.Client[v1.TarInRequest, v1.TarInResponse]
+	watch       *connect.Client[v1.WatchRequest, v1.WatchEvent]
 }
 
 // Stat calls sandboxd.agent.v1.FilesystemService.Stat.
@@ -261,6 +279,11 @@ func (c *filesystemServiceClient) GetFile(ctx context.Context, req *connect.Requ
 	return c.getFile.CallUnary(ctx, req)
 }
 
+// WriteStaged calls sandboxd.agent.v1.FilesystemService.WriteStaged.
+func (c *filesystemServiceClient) WriteStaged(ctx context.Context, req *connect.Request[v1.WriteStagedRequest]) (*connect.Response[v1.WriteFileResponse], error) {
+	return c.writeStaged.CallUnary(ctx, req)
+}
+
 // TarOut calls sandboxd.agent.v1.FilesystemService.TarOut.
 func (c *filesystemServiceClient) TarOut(ctx context.Context, req *connect.Request[v1.TarOutRequest]) (*connect.ServerStreamForClient[v1.DataChunk], error) {
 	return c.tarOut.CallServerStream(ctx, req)
@@ -301,6 +324,14 @@ type FilesystemServiceHandler interface {
 	// complete = false with the file's info and no data, and the caller reads
 	// it with ReadFile. Errors are ReadFile's.
 	GetFile(context.Context, *connect.Request[v1.GetFileRequest]) (*connect.Response[v1.GetFileResponse], error)
+	// WriteStaged is one step of a large write whose data the daemon put in a
+	// file of the staging dir (StageDir, a read-only host mount) instead of
+	// sending it: the agent appends that file's content to the target. The
+	// first step (written = 0) opens the target as the header says; later
+	// steps open it as it is and go on where the earlier ones stopped. The
+	// header and the errors are WriteFile's. The agent holds the staged file
+	// open only until it answers.
+	WriteStaged(context.Context, *connect.Request[v1.WriteStagedRequest]) (*connect.Response[v1.WriteFileResponse], error)
 	// TarOut streams a tar archive of a file or tree. The path itself is the
 	// entry "."; the tree's entries are "./sub/name". Symlinks are archived as
 	// links, never followed.
@@ -375,6 +406,12 @@ func NewFilesystemServiceHandler(svc FilesystemServiceHandler, opts ...connect.H
 		connect.WithSchema(filesystemServiceMethods.ByName("GetFile")),
 		connect.WithHandlerOptions(opts...),
 	)
+	filesystemServiceWriteStagedHandler := connect.NewUnaryHandler(
+		FilesystemServiceWriteStagedProcedure,
+		svc.WriteStaged,
+		connect.WithSchema(filesystemServiceMethods.ByName("WriteStaged")),
+		connect.WithHandlerOptions(opts...),
+	)
 	filesystemServiceTarOutHandler := connect.NewServerStreamHandler(
 		FilesystemServiceTarOutProcedure,
 		svc.TarOut,
@@ -413,6 +450,8 @@ func NewFilesystemServiceHandler(svc FilesystemServiceHandler, opts ...connect.H
 			filesystemServicePutFileHandler.ServeHTTP(w, r)
 		case FilesystemServiceGetFileProcedure:
 			filesystemServiceGetFileHandler.ServeHTTP(w, r)
+		case FilesystemServiceWriteStagedProcedure:
+			filesystemServiceWriteStagedHandler.ServeHTTP(w, r)
 		case FilesystemServiceTarOutProcedure:
 			filesystemServiceTarOutHandler.ServeHTTP(w, r)
 		case FilesystemServiceTarInProcedure:
@@ -462,6 +501,10 @@ func (UnimplementedFilesystemServiceHandler) PutFile(context.Context, *connect.R
 
 func (UnimplementedFilesystemServiceHandler) GetFile(context.Context, *connect.Request[v1.GetFileRequest]) (*connect.Response[v1.GetFileResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sandboxd.agent.v1.FilesystemService.GetFile is not implemented"))
+}
+
+func (UnimplementedFilesystemServiceHandler) WriteStaged(context.Context, *connect.Request[v1.WriteStagedRequest]) (*connect.Response[v1.WriteFileResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sandboxd.agent.v1.FilesystemService.WriteStaged is not implemented"))
 }
 
 func (UnimplementedFilesystemServiceHandler) TarOut(context.Context, *connect.Request[v1.TarOutRequest], *connect.ServerStream[v1.DataChunk]) error {
