@@ -188,9 +188,9 @@ func (g *transferGate) waitChan() chan struct{} {
 	return g.changed
 }
 
-// enter waits until no snapshot holds or waits for the gate and counts a
-// step in; leave counts it out. Its error is ctx's.
-func (g *transferGate) enter(ctx context.Context) (leave func(), err error) {
+// lockUnheld locks g.mu once no snapshot holds the gate, or returns ctx's
+// error (g.mu unlocked) when ctx ends first.
+func (g *transferGate) lockUnheld(ctx context.Context) error {
 	g.mu.Lock()
 	for g.held {
 		ch := g.waitChan()
@@ -198,9 +198,18 @@ func (g *transferGate) enter(ctx context.Context) (leave func(), err error) {
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return ctx.Err()
 		}
 		g.mu.Lock()
+	}
+	return nil
+}
+
+// enter waits until no snapshot holds or waits for the gate and counts a
+// step in; leave counts it out. Its error is ctx's.
+func (g *transferGate) enter(ctx context.Context) (leave func(), err error) {
+	if err := g.lockUnheld(ctx); err != nil {
+		return nil, err
 	}
 	g.steps++
 	g.mu.Unlock()
@@ -219,16 +228,8 @@ func (g *transferGate) enter(ctx context.Context) (leave func(), err error) {
 // lets steps in again. A second hold waits for the first's release. On ctx's
 // end it gives up, releasing, with ctx's error.
 func (g *transferGate) hold(ctx context.Context) (release func(), err error) {
-	g.mu.Lock()
-	for g.held {
-		ch := g.waitChan()
-		g.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-		g.mu.Lock()
+	if err := g.lockUnheld(ctx); err != nil {
+		return nil, err
 	}
 	g.held = true
 	g.signalLocked()
