@@ -129,8 +129,8 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	}
 	secrets := secret.New(db, clock.Real{})
 	mgr := sandbox.New(sandbox.Config{DataDir: cfg.DataDir, DefaultImage: cfg.DefaultImage}, sandbox.Deps{
-		DB: db, Provisioner: prov, Agents: agentDialer{}, Images: imageAdapter{imgs}, Secrets: secrets,
-		Clock: clock.Real{}, Logger: log,
+		DB: db, Provisioner: prov, Agents: agentDialer{log: log.With("component", "agent")},
+		Images: imageAdapter{imgs}, Secrets: secrets, Clock: clock.Real{}, Logger: log,
 	})
 	if err := mgr.Recover(ctx); err != nil {
 		log.Error("recover", "err", err)

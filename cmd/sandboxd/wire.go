@@ -125,13 +125,16 @@ func (a imageAdapter) GetImage(ctx context.Context, ref string) (server.ImageVie
 }
 
 // agentDialer makes agent connections for the manager.
-type agentDialer struct{}
+type agentDialer struct{ log *slog.Logger }
 
-func (agentDialer) Dial(addr, token string) (sandbox.AgentConn, error) {
-	return agentConn{agentclient.New(addr, token)}, nil
+func (d agentDialer) Dial(addr, token string) (sandbox.AgentConn, error) {
+	return agentConn{c: agentclient.New(addr, token), log: d.log}, nil
 }
 
-type agentConn struct{ c *agentclient.Client }
+type agentConn struct {
+	c   *agentclient.Client
+	log *slog.Logger // for exec streams that resume; nil: none
+}
 
 func (a agentConn) WaitReady(ctx context.Context) error {
 	_, err := a.c.WaitReady(ctx)
@@ -144,6 +147,12 @@ func (a agentConn) Exec(ctx context.Context, req *agentv1.ExecRequest) (sandbox.
 		return nil, err
 	}
 	return s, nil
+}
+
+// Follow streams a client's exec across broken and stalled connections
+// (agentclient.FollowStream).
+func (a agentConn) Follow(ctx context.Context, req *agentv1.ExecRequest) (sandbox.ExecStream, error) {
+	return a.c.Follow(ctx, req, agentclient.FollowOptions{Log: a.log}), nil
 }
 
 func (a agentConn) WriteStdin(ctx context.Context, id string, off int64, data []byte, close bool) (int64, error) {
@@ -162,3 +171,4 @@ func (a agentConn) Configure(ctx context.Context, env []string, workdir string, 
 }
 
 var _ sandbox.Configurer = agentConn{}
+var _ sandbox.ExecFollower = agentConn{}

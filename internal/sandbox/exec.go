@@ -35,8 +35,18 @@ type ExecRequest struct {
 	Rows, Cols uint32
 }
 
+// ExecFollower is an AgentConn's optional ability to stream an exec's events
+// across broken and silently stalled connections (a snapshot freezes the
+// sandbox, and its connections, under execs in flight): it attaches again
+// by exec id from the offsets already streamed, so no event is lost or
+// repeated and Started comes once. Exec uses it when the conn has it.
+type ExecFollower interface {
+	Follow(ctx context.Context, req *agentv1.ExecRequest) (ExecStream, error)
+}
+
 // Exec starts (or attaches to) a process in a running sandbox and returns its
-// event stream and exec id. The caller must Close the stream.
+// event stream and exec id. The caller must Close the stream. The stream
+// resumes across broken connections when the agent conn is an ExecFollower.
 func (m *Manager) Exec(ctx context.Context, sandboxID string, r ExecRequest) (ExecStream, string, error) {
 	if r.ExecID == "" {
 		if r.AttachOnly {
@@ -94,7 +104,12 @@ func (m *Manager) Exec(ctx context.Context, sandboxID string, r ExecRequest) (Ex
 			Stdout: r.Stdout, Stderr: r.Stderr, Tty: r.TTY, Rows: r.Rows, Cols: r.Cols,
 		}
 	}
-	s, err := l.agent.Exec(ctx, req)
+	var s ExecStream
+	if f, ok := l.agent.(ExecFollower); ok {
+		s, err = f.Follow(ctx, req)
+	} else {
+		s, err = l.agent.Exec(ctx, req)
+	}
 	if err != nil {
 		return nil, "", err
 	}
