@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/sandboxd/sandboxd/internal/fsutil"
 	"github.com/sandboxd/sandboxd/internal/runtime"
 	sandboxd "github.com/sandboxd/sandboxd/sdk/go"
 )
@@ -247,7 +248,7 @@ func hostTar(ctx context.Context, e *env, dirs, files, size, n int) (plain, sync
 				return nil, nil, fmt.Errorf("host tar: %v: %s", err, b)
 			}
 			if fsync {
-				if err := syncFile(out); err != nil {
+				if err := fsutil.SyncPath(out); err != nil {
 					return nil, nil, fmt.Errorf("host tar: %w", err)
 				}
 				synced = append(synced, time.Since(t0))
@@ -257,13 +258,4 @@ func hostTar(ctx context.Context, e *env, dirs, files, size, n int) (plain, sync
 		}
 	}
 	return plain, synced, nil
-}
-
-func syncFile(p string) error {
-	f, err := os.Open(p)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
 }

@@ -5,10 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -75,21 +75,42 @@ func TestWaitReady(t *testing.T) {
 	})
 }
 
-// proxy forwards TCP connections to target until cut.
+// proxy forwards TCP connections to target. cut closes them, as a network
+// failure would; stall makes the connections open so far silent for good
+// (what they carry is swallowed, none is closed), as a connection stalled
+// by a frozen peer would be.
 type proxy struct {
 	ln     net.Listener
-	target string
 	mu     sync.Mutex
+	flags  []*atomic.Bool
 	conns  []net.Conn
+	nFirst int // the first nFirst connections are stalled from the start
 }
 
-func newProxy(t *testing.T, target string) *proxy {
+func newProxy(t *testing.T, target string) *proxy { return newStallProxy(t, target, 0) }
+
+// newStallProxy is newProxy with its first stalledFirst connections
+// stalled from the start.
+func newStallProxy(t *testing.T, target string, stalledFirst int) *proxy {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proxy{ln: ln, target: target}
+	p := &proxy{ln: ln, nFirst: stalledFirst}
 	t.Cleanup(func() { ln.Close(); p.cut() })
+	fwd := func(dst, src net.Conn, stalled *atomic.Bool) {
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := src.Read(buf)
+			if n > 0 && !stalled.Load() {
+				dst.Write(buf[:n])
+			}
+			if err != nil {
+				dst.Close()
+				return
+			}
+		}
+	}
 	go func() {
 		for {
 			in, err := ln.Accept()
@@ -101,11 +122,14 @@ func newProxy(t *testing.T, target string) *proxy {
 				in.Close()
 				continue
 			}
+			stalled := new(atomic.Bool)
 			p.mu.Lock()
+			stalled.Store(len(p.flags) < p.nFirst)
+			p.flags = append(p.flags, stalled)
 			p.conns = append(p.conns, in, out)
 			p.mu.Unlock()
-			go func() { io.Copy(out, in); out.Close() }()
-			go func() { io.Copy(in, out); in.Close() }()
+			go fwd(out, in, stalled)
+			go fwd(in, out, stalled)
 		}
 	}()
 	return p
@@ -113,7 +137,7 @@ func newProxy(t *testing.T, target string) *proxy {
 
 func (p *proxy) addr() string { return p.ln.Addr().String() }
 
-// cut closes every connection, as a network failure would.
+// cut closes every connection.
 func (p *proxy) cut() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -121,6 +145,15 @@ func (p *proxy) cut() {
 		c.Close()
 	}
 	p.conns = nil
+}
+
+// stall silences every connection open so far.
+func (p *proxy) stall() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, f := range p.flags {
+		f.Store(true)
+	}
 }
 
 func TestRunResumesAfterBrokenConnection(t *testing.T) {

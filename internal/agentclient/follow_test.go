@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,78 +14,6 @@ import (
 	"github.com/sandboxd/sandboxd/internal/agent/agenttest"
 	"github.com/sandboxd/sandboxd/internal/agentclient"
 )
-
-// stallProxy forwards TCP connections to target; stall makes the
-// connections open so far silent for good (what they carry is swallowed,
-// none is closed), as a connection stalled by a frozen peer would be.
-type stallProxy struct {
-	ln     net.Listener
-	mu     sync.Mutex
-	flags  []*atomic.Bool
-	conns  []net.Conn
-	nFirst int // the first nFirst connections are stalled from the start
-}
-
-func newStallProxy(t *testing.T, target string, stalledFirst int) *stallProxy {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &stallProxy{ln: ln, nFirst: stalledFirst}
-	t.Cleanup(func() {
-		ln.Close()
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		for _, c := range p.conns {
-			c.Close()
-		}
-	})
-	fwd := func(dst, src net.Conn, stalled *atomic.Bool) {
-		buf := make([]byte, 32<<10)
-		for {
-			n, err := src.Read(buf)
-			if n > 0 && !stalled.Load() {
-				dst.Write(buf[:n])
-			}
-			if err != nil {
-				dst.Close()
-				return
-			}
-		}
-	}
-	go func() {
-		for {
-			in, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			out, err := net.Dial("tcp", target)
-			if err != nil {
-				in.Close()
-				continue
-			}
-			stalled := new(atomic.Bool)
-			p.mu.Lock()
-			stalled.Store(len(p.flags) < p.nFirst)
-			p.flags = append(p.flags, stalled)
-			p.conns = append(p.conns, in, out)
-			p.mu.Unlock()
-			go fwd(out, in, stalled)
-			go fwd(in, out, stalled)
-		}
-	}()
-	return p
-}
-
-func (p *stallProxy) addr() string { return p.ln.Addr().String() }
-
-func (p *stallProxy) stall() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, f := range p.flags {
-		f.Store(true)
-	}
-}
 
 // follow reads s to its end: stdout, stderr, the number of Started events
 // and the exit.

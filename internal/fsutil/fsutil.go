@@ -37,13 +37,16 @@ func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
 
 // SyncDir fsyncs directory dir, making the entries created, renamed or
 // removed in it durable.
-func SyncDir(dir string) error {
-	d, err := os.Open(dir)
+func SyncDir(dir string) error { return SyncPath(dir) }
+
+// SyncPath fsyncs the file or directory at path.
+func SyncPath(path string) error {
+	f, err := os.Open(path)
 	if err != nil {
 		return err
 	}
-	defer d.Close()
-	return d.Sync()
+	defer f.Close()
+	return f.Sync()
 }
 
 // ReplaceFile replaces path with data as WriteFileAtomic does for readers

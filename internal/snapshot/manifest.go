@@ -34,16 +34,6 @@ type manifestFile struct {
 	CRC32C string `json:"crc32c"`
 }
 
-// syncPath fsyncs the file or directory at path.
-func syncPath(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
-}
-
 // writeManifest sums and fsyncs every regular file under dir and fsyncs
 // every directory below it, writes the manifest, then fsyncs it and dir.
 // It returns the total size and the manifest's SHA-256.
@@ -68,10 +58,10 @@ func writeManifest(dir string) (int64, string, error) {
 			m.Files[i] = manifestFile{Path: filepath.ToSlash(rel), Size: n, CRC32C: sum}
 			return err
 		})
-		g.Go(func() error { return syncPath(path) })
+		g.Go(func() error { return fsutil.SyncPath(path) })
 	}
 	for _, d := range dirs {
-		g.Go(func() error { return syncPath(filepath.Join(dir, d)) })
+		g.Go(func() error { return fsutil.SyncPath(filepath.Join(dir, d)) })
 	}
 	if err := g.Wait(); err != nil {
 		return 0, "", fmt.Errorf("manifest: %w", err)
