@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -8,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"time"
 
@@ -17,8 +19,11 @@ import (
 // The files section (issue 3): write then read back of a 1 MiB and a 256 MiB
 // file through the SDK file API (Files.WriteFile, Files.Open), in MB/s,
 // beside the same copy on the host disk (write to a file beside the raw
-// engine's directory with fsync, read it back); and the latency of 1 KiB
-// writes and reads. The data is random and every read-back is checked
+// engine's directory with fsync, read it back) and beside the raw engine's
+// own way to move a file in and out (runsc exec of cat, stdin or stdout a
+// pipe); and the latency of 1 KiB writes and reads. For scale, the host's
+// read of the file through one pipe to another process and the sandbox's
+// own cat of it to /dev/null. The data is random and every read-back is checked
 // against what was written (sha256); a mismatch fails the section.
 //
 // Files.WriteFile and Files.ReadFile move a file of up to 1 MiB in one
@@ -42,6 +47,14 @@ func runFiles(ctx context.Context, e *env) ([]figure, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(host)
+	// The raw engine's own way to move a file in and out: runsc exec of
+	// cat, its stdin or stdout a pipe of the bench's, in a plain runsc
+	// sandbox.
+	rawID, err := e.raw.startDetached(ctx, false, "/bin/sleep", "100000")
+	if err != nil {
+		return nil, err
+	}
+	defer e.raw.remove(rawID)
 
 	var figs []figure
 	for _, c := range []struct {
@@ -53,7 +66,7 @@ func runFiles(ctx context.Context, e *env) ([]figure, error) {
 		{"1 MiB", 1 << 20, 5, false},
 		{"256 MiB", 256 << 20, 3, true},
 	} {
-		var w, r, hw, hr dist
+		var w, r, hw, hr, rw, rr, piped dist
 		data, back := make([]byte, c.size), make([]byte, c.size)
 		sp, hp := "/bench/f", filepath.Join(host, "f")
 		// One round of each first, not counted: first stream, page cache.
@@ -76,13 +89,28 @@ func runFiles(ctx context.Context, e *env) ([]figure, error) {
 				return nil, fmt.Errorf("%s, host: read-back differs from what was written (sha256)", c.name)
 			}
 			clear(back)
+			rawW, rawR, err := filesCopyRaw(ctx, e.raw, rawID, "/f", data, back)
+			if err != nil {
+				return nil, fmt.Errorf("%s, raw runsc: %w", c.name, err)
+			}
+			if sha256.Sum256(back) != sum {
+				return nil, fmt.Errorf("%s, raw runsc: read-back differs from what was written (sha256)", c.name)
+			}
+			clear(back)
+			pipeR, err := hostReadPiped(ctx, hp, back)
+			if err != nil {
+				return nil, fmt.Errorf("%s, host pipe: %w", c.name, err)
+			}
+			clear(back)
 			if i == 0 {
 				continue
 			}
 			w, r = append(w, mbps(c.size, ow)), append(r, mbps(c.size, or))
 			hw, hr = append(hw, mbps(c.size, hostW)), append(hr, mbps(c.size, hostR))
-			e.logf("files %s %d/%d: ours write %.1f MB/s read %.1f MB/s; host write+fsync %.1f MB/s read %.1f MB/s",
-				c.name, i, c.runs, w[i-1], r[i-1], hw[i-1], hr[i-1])
+			rw, rr = append(rw, mbps(c.size, rawW)), append(rr, mbps(c.size, rawR))
+			piped = append(piped, mbps(c.size, pipeR))
+			e.logf("files %s %d/%d: ours write %.1f MB/s read %.1f MB/s; host write+fsync %.1f MB/s read %.1f MB/s (through a pipe %.1f); raw runsc exec cat in %.1f MB/s out %.1f MB/s",
+				c.name, i, c.runs, w[i-1], r[i-1], hw[i-1], hr[i-1], piped[i-1], rw[i-1], rr[i-1])
 		}
 		// For scale: the same file read inside the sandbox, no API between.
 		var inside dist
@@ -107,7 +135,11 @@ func runFiles(ctx context.Context, e *env) ([]figure, error) {
 			wf = wf.atLeast(0.5, ">= 0.5x host")
 			rf = rf.atLeast(0.5, ">= 0.5x host")
 		}
-		figs = append(figs, wf, rf,
+		figs = append(figs, wf,
+			newFigure("  the same writes", "MB/s", w).against("raw runsc exec sh -c 'cat >F' <pipe", rw),
+			rf,
+			newFigure("  the same reads", "MB/s", r).against("raw runsc exec cat F >pipe", rr),
+			newFigure("  (host: the file read through one pipe, cat F | reader)", "MB/s", piped),
 			newFigure("  (in-sandbox exec cat "+c.name+" >/dev/null)", "MB/s", inside))
 	}
 
@@ -198,6 +230,55 @@ func filesCopyHost(p string, data, back []byte) (w, r time.Duration, err error) 
 		return 0, 0, err
 	}
 	return t1.Sub(t0), time.Since(t1), nil
+}
+
+// filesCopyRaw writes data to the file p of the raw sandbox id with
+// `runsc exec id sh -c 'cat >p'` (stdin a pipe the bench writes) and reads
+// it back into back with `runsc exec id cat p` (stdout a pipe the bench
+// reads), timing each half: the raw engine's own way to move a file.
+func filesCopyRaw(ctx context.Context, r *raw, id, p string, data, back []byte) (w, rd time.Duration, err error) {
+	t0 := time.Now()
+	in := r.command("--root", r.root, "exec", id, "/bin/sh", "-c", "cat >"+p)
+	in.Stdin = bytes.NewReader(data)
+	if out, err := in.CombinedOutput(); err != nil {
+		return 0, 0, fmt.Errorf("runsc exec cat >%s: %v: %s", p, err, bytes.TrimSpace(out))
+	}
+	t1 := time.Now()
+	out := r.command("--root", r.root, "exec", id, "/bin/cat", p)
+	var stderr bytes.Buffer
+	out.Stderr = &stderr
+	pr, err := out.StdoutPipe()
+	if err != nil {
+		return 0, 0, err
+	}
+	if err := out.Start(); err != nil {
+		return 0, 0, err
+	}
+	rerr := readExactly(pr, back)
+	if err := out.Wait(); err != nil || rerr != nil {
+		return 0, 0, fmt.Errorf("runsc exec cat %s: %v, %v: %s", p, rerr, err, bytes.TrimSpace(stderr.Bytes()))
+	}
+	return t1.Sub(t0), time.Since(t1), nil
+}
+
+// hostReadPiped reads the host file p into back through one pipe (a host
+// `cat p` whose stdout the bench reads): what a single hand-off between two
+// processes costs on the host, the least a file API across processes pays.
+func hostReadPiped(ctx context.Context, p string, back []byte) (time.Duration, error) {
+	t0 := time.Now()
+	cmd := exec.CommandContext(ctx, "cat", p)
+	pr, err := cmd.StdoutPipe()
+	if err != nil {
+		return 0, err
+	}
+	if err := cmd.Start(); err != nil {
+		return 0, err
+	}
+	rerr := readExactly(pr, back)
+	if err := cmd.Wait(); err != nil || rerr != nil {
+		return 0, fmt.Errorf("cat %s: %v, %v", p, rerr, err)
+	}
+	return time.Since(t0), nil
 }
 
 // readExactly fills buf from r and checks that r then ends.
