@@ -18,6 +18,11 @@ type ImageMount struct {
 	Image   string `json:"image"`              // the reference the caller gave
 	Path    string `json:"path"`               // absolute, not "/"
 	ImageID string `json:"image_id,omitempty"` // what Image resolved to at create
+	// Live: the create took a warm pool sandbox, whose engine was up
+	// already, so the image was mounted as a live mount (recorded among
+	// the sandbox's live mounts) instead of by the engine at start.
+	// Restores of its memory snapshots stage it with the live mounts.
+	Live bool `json:"live,omitempty"`
 }
 
 // ImageUsers returns, for every image that sandboxes not yet finished use (as

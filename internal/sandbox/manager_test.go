@@ -96,7 +96,7 @@ func (d fakeDialer) Dial(addr, token string) (AgentConn, error) { return d.agent
 type fakeImages struct{}
 
 func (fakeImages) ResolveImage(ctx context.Context, ref string) (ImageInfo, error) {
-	if ref != "busybox" {
+	if ref != "busybox" && ref != "im-1" {
 		return ImageInfo{}, errdefs.NotFound("image %q not found", ref)
 	}
 	return ImageInfo{ID: "im-1", Layers: []string{"sha256:1"}, Env: []string{"PATH=/bin"}}, nil

@@ -70,6 +70,9 @@ func (m *Manager) resolveMounts(ctx context.Context, spec *Spec) ([]MountRequest
 			return nil, fmt.Errorf("mount at %s: %w", mt.Path, err)
 		}
 		spec.Mounts[i].ImageID = img.ID
+		if mt.Live {
+			continue // a live mount: its record stages it (ImageMount.Live)
+		}
 		out = append(out, MountRequest{Path: mt.Path, Image: img})
 	}
 	return out, nil

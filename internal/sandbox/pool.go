@@ -385,13 +385,30 @@ func (m *Manager) closePools() {
 // createFromPool completes sb from a pool member: it records sb under the
 // member's id, hands the agent the sandbox's settings and registers it
 // live. It returns false when no member fits (the caller boots one).
+//
+// A create with image mounts takes a member too: its images are mounted as
+// live mounts (staged, then mounted by the agent, as MountImage does; no
+// copy) before the agent is configured, so the entrypoint finds them; the
+// record marks them Live. Mounts a live mount cannot make (nested paths)
+// boot a sandbox instead.
 func (m *Manager) createFromPool(ctx context.Context, sb *Sandbox, req ProvisionRequest) (bool, error) {
-	if len(req.Mounts) > 0 {
+	stager, ok := m.prov.(ImageStager)
+	if len(req.Mounts) > 0 && (!ok || !liveMountable(req.Mounts)) {
 		return false, nil
 	}
 	p, mb := m.takeMember(req.Image.ID, req.Resources)
 	if mb == nil {
 		return false, nil
+	}
+	var mounter MountAgent
+	if len(req.Mounts) > 0 {
+		if mounter, ok = mb.conn.(MountAgent); !ok {
+			m.putBack(p, mb)
+			return false, nil
+		}
+		for i := range sb.Spec.Mounts {
+			sb.Spec.Mounts[i].Live = true
+		}
 	}
 	bg := context.WithoutCancel(ctx)
 	sb.ID = mb.h.ID
@@ -404,20 +421,60 @@ func (m *Manager) createFromPool(ctx context.Context, sb *Sandbox, req Provision
 	t1 := time.Now()
 	err := m.prov.(IdleClaimer).ClaimIdle(ctx, mb.h, req)
 	t2 := time.Now()
-	if err == nil {
-		err = mb.conf.Configure(ctx, req.Env, req.Workdir, req.Entrypoint)
+	if err == nil && len(req.Mounts) > 0 {
+		err = m.mountAtClaim(ctx, sb, mb.h, stager, mounter, req.Mounts)
 	}
 	t3 := time.Now()
 	if err == nil {
+		err = mb.conf.Configure(ctx, req.Env, req.Workdir, req.Entrypoint)
+	}
+	t4 := time.Now()
+	if err == nil {
 		err = m.register(ctx, sb, mb.h, mb.conn)
 		m.log.Debug("warm pool: sandbox taken", "sandbox_id", sb.ID, "insert", t1.Sub(t0), "claim", t2.Sub(t1),
-			"configure", t3.Sub(t2), "register", time.Since(t3))
+			"mounts", t3.Sub(t2), "configure", t4.Sub(t3), "register", time.Since(t4))
 	} else {
 		mb.conn.Close()
 		m.prov.Destroy(bg, mb.h)
+		if len(req.Mounts) > 0 {
+			m.repo.deleteLiveMountsOf(bg, sb.ID)
+		}
 	}
 	if err != nil {
 		return true, m.createFailed(ctx, sb.ID, err)
 	}
 	return true, nil
+}
+
+// liveMountable reports whether ms can all be live mounts: none within
+// another (checkNewLiveMount; a create's mounts may not overlap either, so
+// this holds for every valid create, and is checked for safety).
+func liveMountable(ms []MountRequest) bool {
+	var have []LiveMount
+	for _, mt := range ms {
+		if checkNewLiveMount(have, mt.Path) != nil {
+			return false
+		}
+		have = append(have, LiveMount{Path: mt.Path})
+	}
+	return true
+}
+
+// mountAtClaim mounts the create's images into the pool sandbox h as live
+// mounts, each recorded before it is made. On error the caller takes the
+// sandbox down and forgets its live mounts.
+func (m *Manager) mountAtClaim(ctx context.Context, sb *Sandbox, h Handle, stager ImageStager, mounter MountAgent, ms []MountRequest) error {
+	for i, mt := range ms {
+		lm := LiveMount{Path: mt.Path, Image: sb.Spec.Mounts[i].Image, ImageID: mt.Image.ID, Stage: newStageName(), At: m.clock.Now()}
+		if err := m.repo.insertLiveMount(ctx, sb.ID, lm); err != nil {
+			return err
+		}
+		if err := stager.StageImage(ctx, h, lm.Stage, mt.Image); err != nil {
+			return fmt.Errorf("mount %s at %s: %w", lm.Image, lm.Path, err)
+		}
+		if err := mounter.MountImage(ctx, lm.Stage, lm.Path); err != nil {
+			return fmt.Errorf("mount %s at %s: %w", lm.Image, lm.Path, err)
+		}
+	}
+	return nil
 }

@@ -84,6 +84,8 @@ type poolAgent struct {
 	configured [][]string // env of each Configure
 	warmUps    int
 	failConfig error
+	failMount  error
+	events     []string // stage, mount and configure calls, in order
 }
 
 func (a *poolAgent) Exec(ctx context.Context, req *agentv1.ExecRequest) (ExecStream, error) {
@@ -103,7 +105,32 @@ func (a *poolAgent) Configure(ctx context.Context, env []string, workdir string,
 		return a.failConfig
 	}
 	a.configured = append(a.configured, append(slices.Clone(env), "WORKDIR="+workdir))
+	a.events = append(a.events, "configure")
 	return nil
+}
+
+func (a *poolAgent) MountImage(ctx context.Context, stage, path string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.failMount != nil {
+		return a.failMount
+	}
+	a.events = append(a.events, "mount "+path)
+	return nil
+}
+
+func (a *poolAgent) UnmountImage(ctx context.Context, stage, path string) error { return nil }
+
+func (a *poolAgent) event(e string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.events = append(a.events, e)
+}
+
+func (a *poolAgent) eventList() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.events)
 }
 
 func (a *poolAgent) counts() (warmUps int, configured [][]string) {
@@ -118,6 +145,14 @@ func (d poolDialer) Dial(addr, token string) (AgentConn, error) { return d.a, ni
 
 func newPoolEnv(t *testing.T) (*Manager, *poolProv, *poolAgent) {
 	t.Helper()
+	m, prov, a, _ := newPoolEnvStaging(t, false)
+	return m, prov, a
+}
+
+// newPoolEnvStaging is newPoolEnv whose provisioner, with staging, can
+// also stage images for live mounts (the returned stagingProv).
+func newPoolEnvStaging(t *testing.T, staging bool) (*Manager, *poolProv, *poolAgent, *stagingProv) {
+	t.Helper()
 	dir := t.TempDir()
 	db, err := store.Open(context.Background(), filepath.Join(dir, "meta.db"))
 	if err != nil {
@@ -126,11 +161,35 @@ func newPoolEnv(t *testing.T) (*Manager, *poolProv, *poolAgent) {
 	t.Cleanup(func() { db.Close() })
 	prov := &poolProv{fakeProv: &fakeProv{alive: map[string]bool{}}, claims: map[string]ProvisionRequest{}}
 	a := &poolAgent{}
+	var p Provisioner = prov
+	var st *stagingProv
+	if staging {
+		st = &stagingProv{poolProv: prov, a: a}
+		p = st
+	}
 	m := New(Config{DataDir: dir, DefaultImage: "busybox", LivenessInterval: 10 * time.Millisecond}, Deps{
-		DB: db, Provisioner: prov, Agents: poolDialer{a}, Images: fakeImages{}, Secrets: fakeSecrets{},
+		DB: db, Provisioner: p, Agents: poolDialer{a}, Images: fakeImages{}, Secrets: fakeSecrets{},
 		Clock: clock.NewFake(time.Unix(1_700_000_000, 0)), Logger: slog.New(slog.DiscardHandler),
 	})
-	return m, prov, a
+	return m, prov, a, st
+}
+
+// stagingProv is a poolProv that stages images (ImageStager); it logs
+// each staging in its agent's event list.
+type stagingProv struct {
+	*poolProv
+	a *poolAgent
+}
+
+func (p *stagingProv) StageImage(ctx context.Context, h Handle, stage string, img ImageInfo) error {
+	p.a.event("stage " + img.ID + " in " + h.ID)
+	return nil
+}
+
+func (p *stagingProv) UnstageImage(ctx context.Context, h Handle, stage string) error { return nil }
+
+func (p *stagingProv) SyncStage(ctx context.Context, h Handle, staged []StagedImage) error {
+	return nil
 }
 
 // waitIdle waits until n sandboxes were provisioned idle.
@@ -261,6 +320,78 @@ func TestCreateFromWarmPoolFailure(t *testing.T) {
 	all, _ := m.List(ctx, "", nil, true)
 	if len(all) != 1 || all[0].FinishReason != ReasonFailed {
 		t.Errorf("got %v, want one failed sandbox", all)
+	}
+}
+
+// A create with image mounts takes a pool sandbox when the engine can stage
+// images: they are mounted as live mounts before the agent is configured
+// (the entrypoint finds them), recorded as live mounts and marked Live in
+// the spec. A mount that fails takes the sandbox down and forgets them.
+func TestCreateFromWarmPoolWithMounts(t *testing.T) {
+	m, prov, a, _ := newPoolEnvStaging(t, true)
+	defer m.Close()
+	ctx := context.Background()
+	if err := m.StartPools([]PoolSpec{{Size: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	waitIdle(t, prov, 1)
+	sb, err := m.Create(ctx, Spec{Mounts: []ImageMount{{Image: "busybox", Path: "/srv/b/"}, {Image: "busybox", Path: "/a"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := prov.idleIDs()[0]
+	if sb.ID != id {
+		t.Fatalf("create with mounts got %s, want the pool sandbox %s", sb.ID, id)
+	}
+	want := []string{"stage im-1 in " + id, "mount /srv/b", "stage im-1 in " + id, "mount /a", "configure"}
+	if got := a.eventList(); !slices.Equal(got, want) {
+		t.Errorf("calls: got %q, want %q", got, want)
+	}
+	lms, err := m.LiveMounts(ctx, sb.ID)
+	if err != nil || len(lms) != 2 || lms[0].ImageID != "im-1" || lms[0].Stage == "" {
+		t.Errorf("live mounts: got %+v, %v; want both, recorded", lms, err)
+	}
+	got, err := m.Get(ctx, sb.ID)
+	if err != nil || len(got.Spec.Mounts) != 2 || !got.Spec.Mounts[0].Live || got.Spec.Mounts[0].ImageID != "im-1" {
+		t.Errorf("record: got %+v, %v; want the mounts, Live", got.Spec.Mounts, err)
+	}
+	// A restore of the record's spec stages them from the live mounts,
+	// not by the engine at start.
+	spec := got.Spec
+	if reqs, err := m.resolveMounts(ctx, &spec); err != nil || len(reqs) != 0 {
+		t.Errorf("resolveMounts of live mounts: got %v, %v; want none for the engine", reqs, err)
+	}
+
+	waitIdle(t, prov, 2)
+	a.mu.Lock()
+	a.failMount = errors.New("no such dir")
+	a.mu.Unlock()
+	if _, err := m.Create(ctx, Spec{Mounts: []ImageMount{{Image: "busybox", Path: "/x"}}}); err == nil {
+		t.Fatal("create succeeded though its mount failed")
+	}
+	failed := prov.idleIDs()[1]
+	if !slices.Contains(prov.destroyedIDs(), failed) {
+		t.Errorf("the pool sandbox whose mount failed was not taken down")
+	}
+	if lms, err := m.repo.liveMounts(ctx, failed); err != nil || len(lms) != 0 {
+		t.Errorf("live mounts of the failed create: got %v, %v; want none", lms, err)
+	}
+}
+
+// Without an engine that stages images, a create with mounts boots.
+func TestCreateWithMountsBootsWithoutStaging(t *testing.T) {
+	m, prov, _ := newPoolEnv(t)
+	defer m.Close()
+	if err := m.StartPools([]PoolSpec{{Size: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	waitIdle(t, prov, 1)
+	sb, err := m.Create(context.Background(), Spec{Mounts: []ImageMount{{Image: "busybox", Path: "/a"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(prov.coldIDs(), sb.ID) {
+		t.Errorf("create with mounts took pool sandbox %s without an engine that stages images", sb.ID)
 	}
 }
 

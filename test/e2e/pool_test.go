@@ -156,3 +156,76 @@ func TestWarmPool(t *testing.T) {
 		t.Errorf("the old pool sandbox %s survived the restart: %s", next, out2)
 	}
 }
+
+// A create with an image mount that fits the warm pool takes the pool's
+// sandbox: the image is mounted into it (as a live mount, no copy) before
+// its entrypoint starts, writes under it stay private, a memory snapshot
+// restores with it, and it unmounts like any live mount.
+func TestWarmPoolWithMount(t *testing.T) {
+	o := uniqueOpts()
+	o.args = []string{"--warm-pool", "size=1,image=busybox,memory=256"}
+	d, err := startDaemon(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := d.shutdown(); err != nil {
+			t.Error(err)
+		}
+	}()
+	ctx := ctxT(t)
+	c := d.client()
+	base := createOn(t, d, sandboxd.CreateOptions{})
+	runScript(t, base, `mkdir -p /proj/src; echo one > /proj/src/a; ln -s src/a /proj/link`)
+	img, err := base.SnapshotDirectory(ctx, "/proj", sandboxd.SnapshotOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base.Terminate(ctx)
+	first := waitPool(t, d)
+
+	mount := []sandboxd.Mount{{Image: img.ID, Path: "/work/proj"}}
+	sb := createOn(t, d, sandboxd.CreateOptions{Image: "busybox", MemoryMiB: 256, Mounts: mount, Workdir: "/work/proj",
+		Entrypoint: []string{"sh", "-c", "cat link > /saw; sleep 100000"}})
+	if sb.ID != first {
+		t.Fatalf("create with a mount got %s, want the pool's sandbox %s", sb.ID, first)
+	}
+	if got := sh(t, sb, "for i in 1 2 3 4 5 6 7 8 9 10; do [ -s /saw ] && break; sleep 1; done; cat /saw"); got != "one\n" {
+		t.Errorf("the entrypoint saw %q in its workdir inside the mount, want the image's file", got)
+	}
+	if ms, err := sb.Mounts(ctx); err != nil || len(ms) != 1 || ms[0].Path != "/work/proj" || ms[0].ImageID != img.ID {
+		t.Errorf("mounts: got %+v, %v; want the image at /work/proj", ms, err)
+	}
+	runScript(t, sb, `echo two >> /work/proj/src/a; echo n > /work/proj/new`)
+
+	// The next pool sandbox mounts the image as it was.
+	next := waitPool(t, d, first)
+	sb2 := createOn(t, d, sandboxd.CreateOptions{Image: "busybox", MemoryMiB: 256, Mounts: mount})
+	if sb2.ID != next {
+		t.Errorf("second create with a mount got %s, want the pool's sandbox %s", sb2.ID, next)
+	}
+	if got := sh(t, sb2, "cat /work/proj/src/a; ls /work/proj"); got != "one\nlink\nsrc\n" {
+		t.Errorf("second sandbox: got %q, want the image untouched by the first one's writes", got)
+	}
+
+	// A memory snapshot carries the mount and the private changes.
+	sn, err := sb.Snapshot(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.DeleteSnapshot(context.Background(), sn.ID)
+	rs := restoreOn(t, c, sn.ID, sandboxd.RestoreOptions{NoName: true})
+	if got := sh(t, rs, "cat /work/proj/src/a /work/proj/new /saw"); got != "one\ntwo\nn\none\n" {
+		t.Errorf("restored copy: got %q, want the mount with the private changes", got)
+	}
+	rs.Terminate(ctx)
+
+	if err := sb2.UnmountImage(ctx, "/work/proj"); err != nil {
+		t.Fatal(err)
+	}
+	if got := sh(t, sb2, "ls -A /work/proj 2>&1; echo end"); got != "end\n" {
+		t.Errorf("after unmount: got %q, want the path as it was before (made, empty)", got)
+	}
+	sb.Terminate(ctx)
+	sb2.Terminate(ctx)
+}
