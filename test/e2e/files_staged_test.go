@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -124,12 +125,27 @@ func TestFilesStagedLarge(t *testing.T) {
 	wantStageClean(t, sb)
 }
 
+// putStagedSize is a one-call write (PutFile: the SDK's WriteFile of up to
+// 1 MiB) that takes the staging dir (internal/server: putStagedMin is
+// 256 KiB).
+const putStagedSize = 600<<10 + 321
+
+// The semantics of the staged paths, a stream's and a one-call write's:
+// typed errors, exclusive create, modes, size limits, append.
 func TestFilesStagedErrors(t *testing.T) {
 	sb := create(t, sandboxd.CreateOptions{MemoryMiB: 512})
+	for _, size := range []int{stagedSize, putStagedSize} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) { stagedErrors(t, sb, size) })
+	}
+	wantStageClean(t, sb)
+}
+
+func stagedErrors(t *testing.T, sb *sandboxd.Sandbox, stagedSize int) {
 	f := sb.Files()
 	ctx := ctxT(t)
-	sh(t, sb, "mkdir -p /e/dir && echo x > /e/file")
+	sh(t, sb, "rm -rf /e && mkdir -p /e/dir && echo x > /e/file")
 	data := randomBytes(3, stagedSize)
+	limit := int64(stagedSize / 2)
 	tests := []struct {
 		name string
 		err  error
@@ -139,7 +155,7 @@ func TestFilesStagedErrors(t *testing.T) {
 		{"write a directory", f.WriteFile(ctx, "/e/dir", data, nil), sandboxd.ErrIsDirectory},
 		{"write without parent", f.WriteFile(ctx, "/e/no/such/file", data, nil), sandboxd.ErrNotFound},
 		{"write under a file", f.WriteFile(ctx, "/e/file/x", data, nil), sandboxd.ErrNotDirectory},
-		{"size limit", f.WriteFile(ctx, "/e/limited", data, &sandboxd.WriteOptions{SizeLimit: 20 << 20}), sandboxd.ErrFileTooLarge},
+		{"size limit", f.WriteFile(ctx, "/e/limited", data, &sandboxd.WriteOptions{SizeLimit: limit}), sandboxd.ErrFileTooLarge},
 		{"relative path", f.WriteFile(ctx, "e/rel", data, nil), sandboxd.ErrInvalidArgument},
 		{"read missing", errOf(f.Open(ctx, "/e/nope")), sandboxd.ErrNotFound},
 		{"read a directory", errOf(f.Open(ctx, "/e/dir")), sandboxd.ErrIsDirectory},
@@ -156,16 +172,22 @@ func TestFilesStagedErrors(t *testing.T) {
 	if got, err := f.ReadFile(ctx, "/e/file"); err != nil || string(got) != "x\n" {
 		t.Errorf("/e/file after the refused exclusive write: got %q, %v", got, err)
 	}
-	if fi, err := f.Stat(ctx, "/e/limited"); err != nil || fi.Size > 20<<20 {
-		t.Errorf("/e/limited: got %+v, %v; want at most 20 MiB", fi, err)
+	if fi, err := f.Stat(ctx, "/e/limited"); err != nil || fi.Size > limit {
+		t.Errorf("/e/limited: got %+v, %v; want at most %d bytes", fi, err, limit)
 	}
 	if err := f.WriteFile(ctx, "/e/new", data, &sandboxd.WriteOptions{Exclusive: true, Mode: 0o640}); err != nil {
 		t.Errorf("exclusive create of a new file: %v", err)
 	}
-	if fi, err := f.Stat(ctx, "/e/new"); err != nil || fi.Size != stagedSize || fi.Mode != 0o640 {
+	if fi, err := f.Stat(ctx, "/e/new"); err != nil || fi.Size != int64(stagedSize) || fi.Mode != 0o640 {
 		t.Errorf("/e/new: got %+v, %v; want %d bytes, mode 0640", fi, err, stagedSize)
 	}
-	wantStageClean(t, sb)
+	// Append adds to what is there.
+	if err := f.WriteFile(ctx, "/e/file", data, &sandboxd.WriteOptions{Append: true}); err != nil {
+		t.Fatalf("append: %v", err)
+	}
+	if got, err := f.ReadFile(ctx, "/e/file"); err != nil || !bytes.Equal(got, append([]byte("x\n"), data...)) {
+		t.Errorf("/e/file after an append of %d bytes: got %d bytes, %v; want x and the data", len(data), len(got), err)
+	}
 }
 
 func TestFilesStagedPathEscape(t *testing.T) {
