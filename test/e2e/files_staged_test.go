@@ -323,15 +323,7 @@ func (e errorString) Error() string { return string(e) }
 // write: the restarted daemon adopts the sandbox, its staging dir holds no
 // transfer file, and large writes work again.
 func TestFilesStagedDaemonCrash(t *testing.T) {
-	d, err := startDaemon(uniqueOpts())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := d.shutdown(); err != nil {
-			t.Error(err)
-		}
-	}()
+	d := ownDaemon(t, uniqueOpts())
 	ctx := ctxT(t)
 	sb, err := d.client().Create(ctx, sandboxd.CreateOptions{Image: "busybox", MemoryMiB: 512})
 	if err != nil {
@@ -359,11 +351,7 @@ func TestFilesStagedDaemonCrash(t *testing.T) {
 	}
 	d.kill()
 	cancel()
-	d2, err := startDaemon(d.opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	*d = *d2
+	d.restart(t)
 	sb2 := d.client().Sandbox(sb.ID)
 	if entries, err := os.ReadDir(stage); err != nil {
 		t.Fatal(err)

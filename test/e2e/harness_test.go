@@ -141,6 +141,34 @@ func freePort() (string, error) {
 	return l.Addr().String(), nil
 }
 
+// ownDaemon starts a daemon of the test's own; when the test and its later
+// cleanups are done it is shut down, and what it left on the host fails the
+// test.
+func ownDaemon(t *testing.T, o daemonOpts) *daemon {
+	t.Helper()
+	d, err := startDaemon(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := d.shutdown(); err != nil {
+			t.Error(err)
+		}
+	})
+	return d
+}
+
+// restart starts d anew on its data dir, in place (after d.kill or d.stop):
+// the test's cleanup shuts down the new one.
+func (d *daemon) restart(t *testing.T) {
+	t.Helper()
+	d2, err := startDaemon(d.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	*d = *d2
+}
+
 func startDaemon(o daemonOpts) (_ *daemon, err error) {
 	dir := o.dir
 	if dir == "" {

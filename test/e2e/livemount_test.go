@@ -242,15 +242,7 @@ func TestLiveMountSnapshotRestore(t *testing.T) {
 // A daemon restart keeps live mounts working; the sandbox's end cleans them
 // up (the leak check of shutdown looks for leftover mounts).
 func TestLiveMountDaemonRestart(t *testing.T) {
-	d, err := startDaemon(uniqueOpts())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := d.shutdown(); err != nil {
-			t.Error(err)
-		}
-	}()
+	d := ownDaemon(t, uniqueOpts())
 	ctx := ctxT(t)
 	sb := createOn(t, d, sandboxd.CreateOptions{})
 	if _, err := sb.MountImage(ctx, "busybox", "/opt/bb"); err != nil {
@@ -261,11 +253,7 @@ func TestLiveMountDaemonRestart(t *testing.T) {
 	}
 	runScript(t, sb, `echo kept > /opt/bb/kept`)
 	d.kill()
-	d2, err := startDaemon(d.opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	*d = *d2
+	d.restart(t)
 	sb = d.client().Sandbox(sb.ID)
 	if got := sh(t, sb, "cat /opt/bb/kept; ls /opt/gone/bin/busybox"); got != "kept\n/opt/gone/bin/busybox\n" {
 		t.Errorf("after the restart: got %q", got)

@@ -65,15 +65,7 @@ func waitPool(t *testing.T, d *daemon, not ...string) string {
 func TestWarmPool(t *testing.T) {
 	o := uniqueOpts()
 	o.args = []string{"--warm-pool", "size=1,image=busybox,memory=256"}
-	d, err := startDaemon(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := d.shutdown(); err != nil {
-			t.Error(err)
-		}
-	}()
+	d := ownDaemon(t, o)
 	c := d.client()
 	ctx := ctxT(t)
 	if err := c.CreateSecret(ctx, "pool-secret", map[string]string{"TOKEN": "s3cret"}); err != nil {
@@ -140,11 +132,7 @@ func TestWarmPool(t *testing.T) {
 	// A crash leaves the pool sandbox to the next start's sweep; the
 	// clients' sandboxes are adopted; the pool boots anew.
 	d.kill()
-	d2, err := startDaemon(d.opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d = d2
+	d.restart(t)
 	if r := execIn(t, d.client().Sandbox(other.ID), nil, "echo", "adopted"); r.stdout != "adopted\n" {
 		t.Errorf("after the restart: got %q", r.stdout)
 	}
@@ -164,15 +152,7 @@ func TestWarmPool(t *testing.T) {
 func TestWarmPoolWithMount(t *testing.T) {
 	o := uniqueOpts()
 	o.args = []string{"--warm-pool", "size=1,image=busybox,memory=256"}
-	d, err := startDaemon(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := d.shutdown(); err != nil {
-			t.Error(err)
-		}
-	}()
+	d := ownDaemon(t, o)
 	ctx := ctxT(t)
 	c := d.client()
 	base := createOn(t, d, sandboxd.CreateOptions{})

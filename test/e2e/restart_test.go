@@ -16,15 +16,7 @@ import (
 // stay usable, a sandbox whose engine died meanwhile is marked lost, and
 // nothing leaks.
 func TestDaemonRestart(t *testing.T) {
-	d, err := startDaemon(uniqueOpts())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := d.shutdown(); err != nil {
-			t.Error(err)
-		}
-	}()
+	d := ownDaemon(t, uniqueOpts())
 	ctx := ctxT(t)
 	c := d.client()
 	keep, err := c.Create(ctx, sandboxd.CreateOptions{Image: "busybox", Name: "keeper", Tags: map[string]string{"k": "v"}})
@@ -54,11 +46,7 @@ func TestDaemonRestart(t *testing.T) {
 	}
 	time.Sleep(500 * time.Millisecond)
 
-	d2, err := startDaemon(d.opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	*d = *d2
+	d.restart(t)
 	c = d.client()
 	keep2 := c.Sandbox(keep.ID)
 	var out bytes.Buffer

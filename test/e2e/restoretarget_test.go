@@ -61,16 +61,8 @@ func waitCreated(t *testing.T, d *daemon, want func([]string) bool, what string)
 // the next restore resumes into it, with the same result as a cold one, and
 // prepares the next; deleting the snapshot removes its target.
 func TestMemSnapshotRestoreTarget(t *testing.T) {
-	d, err := startDaemon(uniqueOpts())
-	if err != nil {
-		t.Fatal(err)
-	}
 	// shutdown's leak check also shows that stopping removes targets.
-	defer func() {
-		if err := d.shutdown(); err != nil {
-			t.Error(err)
-		}
-	}()
+	d := ownDaemon(t, uniqueOpts())
 	c := d.client()
 	ctx := ctxT(t)
 	src := createOn(t, d, sandboxd.CreateOptions{Image: "busybox", Timeout: 5 * time.Minute})

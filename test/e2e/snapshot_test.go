@@ -347,15 +347,7 @@ func TestMemSnapshotCLI(t *testing.T) {
 // A daemon restart keeps every snapshot usable, and sandboxes restored
 // before it stay adopted.
 func TestMemSnapshotDaemonRestart(t *testing.T) {
-	d, err := startDaemon(uniqueOpts())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := d.shutdown(); err != nil {
-			t.Error(err)
-		}
-	}()
+	d := ownDaemon(t, uniqueOpts())
 	ctx := ctxT(t)
 	c := d.client()
 	src, err := c.Create(ctx, sandboxd.CreateOptions{Image: "busybox"})
@@ -378,11 +370,7 @@ func TestMemSnapshotDaemonRestart(t *testing.T) {
 	}
 
 	d.kill()
-	d2, err := startDaemon(d.opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	*d = *d2
+	d.restart(t)
 	c = d.client()
 
 	list, err := c.ListSnapshots(ctx)
