@@ -74,36 +74,62 @@ func (s *Store) addLayer(ctx context.Context, what string, fill func(x *extracto
 // caller gives up) as a layer and returns its digest: the tree is digested
 // while it is made durable (see makeDurable), then renamed into place and
 // recorded, so a layer is visible only once all of it is durable. When the
-// store holds the layer already, tmp is left for the caller to remove.
+// store holds the layer already, tmp is left for the caller to remove, and
+// its flush is neither finished nor waited for: the copy is thrown away,
+// and the stored layer was durable before it was recorded.
 func (s *Store) storeTree(ctx context.Context, tmp string, plan syncPlan, o canonOptions, st *stages) (Digest, error) {
 	synced := make(chan error, 1)
+	stop := make(chan struct{})
 	t0 := s.clock.Now()
 	var syncTook time.Duration
 	go func() {
-		err := makeDurable(tmp, plan)
+		err := makeDurable(tmp, plan, stop)
 		syncTook = s.clock.Now().Sub(t0)
 		synced <- err
 	}()
 	h := sha256.New()
 	size, err := writeCanonicalTarOpts(ctx, tmp, h, o)
 	st.mark("hash")
+	st.add("bytes", size)
+	if err != nil {
+		close(stop)
+		<-synced
+		return "", fmt.Errorf("digest: %w", err)
+	}
+	d := digestFromSum(h.Sum(nil))
+	if held, err := s.holdsLayer(ctx, d); err != nil {
+		close(stop)
+		<-synced
+		return "", fmt.Errorf("%s: %w", d, err)
+	} else if held {
+		close(stop) // the flush goroutine ends by itself; synced is buffered
+		st.add("duplicate", true)
+		return d, nil
+	}
 	serr := <-synced
 	st.mark("sync_wait")
 	st.add("sync", syncTook.Round(time.Microsecond))
 	st.add("fsync_each", plan.ok)
-	st.add("bytes", size)
-	if err == nil && serr != nil {
+	if serr != nil {
 		return "", serr
 	}
-	if err != nil {
-		return "", fmt.Errorf("digest: %w", err)
-	}
-	d := digestFromSum(h.Sum(nil))
 	if err := s.commitLayer(ctx, tmp, d, size); err != nil {
 		return "", fmt.Errorf("%s: %w", d, err)
 	}
 	st.mark("commit")
 	return d, nil
+}
+
+// holdsLayer reports whether layer d is recorded and its directory is in
+// place: a tree of digest d made now is a duplicate (commitLayer decides
+// the same way, under s.mu, for the trees it does commit).
+func (s *Store) holdsLayer(ctx context.Context, d Digest) (bool, error) {
+	ok, err := s.hasLayer(ctx, d)
+	if err != nil || !ok {
+		return false, err
+	}
+	_, err = os.Lstat(s.LayerPath(d))
+	return err == nil, nil
 }
 
 // syncPlan says how to make an extracted tree durable: with ok, an fsync of
@@ -130,20 +156,40 @@ func (p syncPlan) below(dir string) syncPlan {
 }
 
 // makeDurable flushes the tree at root to disk as plan says. An fsync that
-// fails (a path a later entry replaced) falls back to syncfs.
-func makeDurable(root string, plan syncPlan) error {
-	if plan.ok && fsyncAll(root, plan) == nil {
-		return nil
+// fails (a path a later entry replaced) falls back to syncfs. Closing stop
+// (nil: never) means the tree is not wanted any more: the fsyncs not
+// started yet are skipped and nil is returned (a syncfs under way cannot
+// be stopped; it runs to its end).
+func makeDurable(root string, plan syncPlan, stop <-chan struct{}) error {
+	if plan.ok {
+		err := fsyncAll(root, plan, stop)
+		if err == nil || errors.Is(err, errStopped) || stopped(stop) {
+			return nil
+		}
 	}
 	return syncfs(root)
 }
+
+// stopped reports whether stop is closed.
+func stopped(stop <-chan struct{}) bool {
+	select {
+	case <-stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// errStopped is what fsyncAll returns when its stop channel closed before
+// every fsync was started.
+var errStopped = errors.New("flush stopped: the tree is not wanted")
 
 // fsyncAll fsyncs plan's files and directories, a few at a time: each fsync
 // ends with a flush of the disk's cache, and fsyncs made together share the
 // wait (one after the other, a one-file layer waited for two flushes). The
 // tree is complete before this starts and becomes visible only after it
 // returns, so the order of the fsyncs does not matter.
-func fsyncAll(root string, plan syncPlan) error {
+func fsyncAll(root string, plan syncPlan, stop <-chan struct{}) error {
 	type job struct {
 		path  string
 		flags int
@@ -169,11 +215,17 @@ func fsyncAll(root string, plan syncPlan) error {
 			errs <- first
 		}()
 	}
+	var err error
+feed:
 	for _, j := range jobs {
-		next <- j
+		select {
+		case next <- j:
+		case <-stop:
+			err = errStopped
+			break feed
+		}
 	}
 	close(next)
-	var err error
 	for range workers {
 		if e := <-errs; e != nil && err == nil {
 			err = e
