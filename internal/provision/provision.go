@@ -153,6 +153,7 @@ func (p *Provisioner) bringUp(ctx context.Context, req sandbox.ProvisionRequest,
 			}
 		}
 	}()
+	t0 := time.Now()
 	bg := context.WithoutCancel(ctx)
 	dir := p.sandboxDir(req.ID)
 	if err := os.Mkdir(dir, 0o700); err != nil {
@@ -285,7 +286,7 @@ func (p *Provisioner) bringUp(ctx context.Context, req sandbox.ProvisionRequest,
 	if from == nil {
 		// See ready.go: dial the agent once it has said something.
 		output := waitInitOutput(ctx, spec.LogPath, initOutputWait)
-		p.log.Info("engine up", "sandbox_id", req.ID, "engine", engineUp,
+		p.log.Info("engine up", "sandbox_id", req.ID, "prepare", start.Sub(t0), "engine", engineUp,
 			"agent_output", time.Since(start)-engineUp, "agent_wrote", output)
 	}
 	h = sandbox.Handle{ID: req.ID, AgentAddr: ep.AgentAddr(agent.DefaultPort), AgentToken: token}
