@@ -156,26 +156,20 @@ func coreCreateToOutput(ctx context.Context, e *env) ([]figure, error) {
 func corePoolCreate(ctx context.Context, e *env) ([]figure, error) {
 	opts := sandboxd.CreateOptions{Image: "busybox", MemoryMiB: benchPoolMemMiB}
 	var total, create, execStart, output, raw []time.Duration
-	for i := -1; i < e.n; i++ {
-		if err := e.daemon.waitPool(ctx, benchPoolSize); err != nil {
-			return nil, err
-		}
-		ph, err := createAndEchoWith(ctx, e, opts)
-		if err != nil {
-			return nil, err
-		}
-		if i < 0 {
-			continue // the first, not counted
-		}
+	err := poolCreates(ctx, e, opts, func(i int, ph createPhases) error {
 		total, create = append(total, ph.total), append(create, ph.create)
 		execStart, output = append(execStart, ph.execStart), append(output, ph.output)
 		d, err := e.raw.runEcho(ctx)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		raw = append(raw, d)
 		e.logf("warm pool create->first output %d/%d: ours %v (create %v), raw %v", i+1, e.n,
 			ph.total.Round(time.Millisecond), ph.create.Round(time.Millisecond), d.Round(time.Millisecond))
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	mounted, err := corePoolCreateMounted(ctx, e, opts)
 	if err != nil {
@@ -212,20 +206,34 @@ func corePoolCreateMounted(ctx context.Context, e *env, opts sandboxd.CreateOpti
 	defer e.client.DeleteImage(context.WithoutCancel(ctx), img.ID)
 	opts.Mounts = []sandboxd.Mount{{Image: img.ID, Path: "/work/proj"}}
 	var out []time.Duration
+	err = poolCreates(ctx, e, opts, func(_ int, ph createPhases) error {
+		out = append(out, ph.create)
+		return nil
+	})
+	e.logf("warm pool create with a mount: %v", out)
+	return out, err
+}
+
+// poolCreates runs createAndEchoWith(opts) e.n+1 times, each once the warm
+// pool has refilled, and hands each but the first (not counted: first
+// connection, page cache) to each, with its index from 0.
+func poolCreates(ctx context.Context, e *env, opts sandboxd.CreateOptions, each func(i int, ph createPhases) error) error {
 	for i := -1; i < e.n; i++ {
 		if err := e.daemon.waitPool(ctx, benchPoolSize); err != nil {
-			return nil, err
+			return err
 		}
 		ph, err := createAndEchoWith(ctx, e, opts)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		if i >= 0 {
-			out = append(out, ph.create)
+		if i < 0 {
+			continue
+		}
+		if err := each(i, ph); err != nil {
+			return err
 		}
 	}
-	e.logf("warm pool create with a mount: %v", out)
-	return out, nil
+	return nil
 }
 
 func coreExec(ctx context.Context, e *env) ([]figure, error) {
