@@ -244,19 +244,8 @@ func filesCopyRaw(ctx context.Context, r *raw, id, p string, data, back []byte) 
 		return 0, 0, fmt.Errorf("runsc exec cat >%s: %v: %s", p, err, bytes.TrimSpace(out))
 	}
 	t1 := time.Now()
-	out := r.command("--root", r.root, "exec", id, "/bin/cat", p)
-	var stderr bytes.Buffer
-	out.Stderr = &stderr
-	pr, err := out.StdoutPipe()
-	if err != nil {
-		return 0, 0, err
-	}
-	if err := out.Start(); err != nil {
-		return 0, 0, err
-	}
-	rerr := readExactly(pr, back)
-	if err := out.Wait(); err != nil || rerr != nil {
-		return 0, 0, fmt.Errorf("runsc exec cat %s: %v, %v: %s", p, rerr, err, bytes.TrimSpace(stderr.Bytes()))
+	if err := readOutput(r.command("--root", r.root, "exec", id, "/bin/cat", p), back); err != nil {
+		return 0, 0, fmt.Errorf("runsc exec cat %s: %w", p, err)
 	}
 	return t1.Sub(t0), time.Since(t1), nil
 }
@@ -266,19 +255,29 @@ func filesCopyRaw(ctx context.Context, r *raw, id, p string, data, back []byte) 
 // processes costs on the host, the least a file API across processes pays.
 func hostReadPiped(ctx context.Context, p string, back []byte) (time.Duration, error) {
 	t0 := time.Now()
-	cmd := exec.CommandContext(ctx, "cat", p)
+	if err := readOutput(exec.CommandContext(ctx, "cat", p), back); err != nil {
+		return 0, fmt.Errorf("cat %s: %w", p, err)
+	}
+	return time.Since(t0), nil
+}
+
+// readOutput runs cmd and reads its standard output into back, which it
+// must fill exactly.
+func readOutput(cmd *exec.Cmd, back []byte) error {
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
 	pr, err := cmd.StdoutPipe()
 	if err != nil {
-		return 0, err
+		return err
 	}
 	if err := cmd.Start(); err != nil {
-		return 0, err
+		return err
 	}
 	rerr := readExactly(pr, back)
 	if err := cmd.Wait(); err != nil || rerr != nil {
-		return 0, fmt.Errorf("cat %s: %v, %v", p, rerr, err)
+		return fmt.Errorf("%v, %v: %s", rerr, err, bytes.TrimSpace(stderr.Bytes()))
 	}
-	return time.Since(t0), nil
+	return nil
 }
 
 // readExactly fills buf from r and checks that r then ends.

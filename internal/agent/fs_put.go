@@ -184,6 +184,19 @@ func (w *writeTarget) info() (*agentv1.FileInfo, error) {
 	return infoFromStat(w.path, &st), nil
 }
 
+// finish ends a write of n bytes: the answer describes the file as the
+// write left it, and the close's error is the write's.
+func (w *writeTarget) finish(n int64) (*connect.Response[agentv1.WriteFileResponse], error) {
+	info, err := w.info()
+	if err != nil {
+		return nil, err
+	}
+	if err := w.close(); err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&agentv1.WriteFileResponse{BytesWritten: n, Info: info}), nil
+}
+
 // close closes the file; its error (a failed write-back) is the write's.
 // It may be called again, doing nothing.
 func (w *writeTarget) close() error {

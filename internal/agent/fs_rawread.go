@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	agentv1 "github.com/sandboxd/sandboxd/api/gen/agent/v1"
+	"github.com/sandboxd/sandboxd/internal/rpcerr"
 )
 
 // The raw read: ReadFile without messages, for large files. Each message of
@@ -93,13 +94,7 @@ func writeRawError(w http.ResponseWriter, err error) {
 		ce = connect.NewError(connect.CodeUnknown, err)
 	}
 	out := &agentv1.RawReadError{Code: uint32(ce.Code()), Message: ce.Message()}
-	for _, d := range ce.Details() {
-		if v, derr := d.Value(); derr == nil {
-			if fe, ok := v.(*agentv1.FileError); ok {
-				out.FileError = fe
-			}
-		}
-	}
+	out.FileError, _ = rpcerr.Detail[*agentv1.FileError](ce)
 	b, _ := proto.Marshal(out)
 	w.Header().Set("Content-Type", RawErrorType)
 	w.WriteHeader(http.StatusUnprocessableEntity)

@@ -63,14 +63,7 @@ func (s *fsService) WriteStaged(ctx context.Context, req *connect.Request[agentv
 		undo(n)
 		return nil, err
 	}
-	info, err := w.info()
-	if err != nil {
-		return nil, err
-	}
-	if err := w.close(); err != nil {
-		return nil, err
-	}
-	return connect.NewResponse(&agentv1.WriteFileResponse{BytesWritten: n, Info: info}), nil
+	return w.finish(n)
 }
 
 // openContinue opens the target of a write whose earlier steps wrote

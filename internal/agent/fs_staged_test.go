@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	agentv1 "github.com/sandboxd/sandboxd/api/gen/agent/v1"
+	"github.com/sandboxd/sandboxd/internal/rpcerr"
 )
 
 // stagedFS is a file service whose staging dir is a temporary directory.
@@ -37,14 +38,8 @@ func stagedKind(err error) (agentv1.FileErrorKind, connect.Code) {
 	if !errors.As(err, &ce) {
 		return 0, connect.CodeUnknown
 	}
-	for _, d := range ce.Details() {
-		if v, err := d.Value(); err == nil {
-			if fe, ok := v.(*agentv1.FileError); ok {
-				return fe.Kind, ce.Code()
-			}
-		}
-	}
-	return 0, ce.Code()
+	fe, _ := rpcerr.Detail[*agentv1.FileError](ce)
+	return fe.GetKind(), ce.Code()
 }
 
 // TestWriteStagedSteps writes a file in steps, as the daemon does, in each

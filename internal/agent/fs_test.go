@@ -15,6 +15,7 @@ import (
 	"github.com/sandboxd/sandboxd/api/gen/agent/v1/agentv1connect"
 	"github.com/sandboxd/sandboxd/internal/agent"
 	"github.com/sandboxd/sandboxd/internal/agent/agenttest"
+	"github.com/sandboxd/sandboxd/internal/rpcerr"
 )
 
 // The agent's file API, run on the host: paths are the host's, under a
@@ -32,14 +33,8 @@ func kindOf(err error) (agentv1.FileErrorKind, connect.Code) {
 	if !errors.As(err, &ce) {
 		return 0, connect.CodeUnknown
 	}
-	for _, d := range ce.Details() {
-		if v, err := d.Value(); err == nil {
-			if fe, ok := v.(*agentv1.FileError); ok {
-				return fe.Kind, ce.Code()
-			}
-		}
-	}
-	return 0, ce.Code()
+	fe, _ := rpcerr.Detail[*agentv1.FileError](ce)
+	return fe.GetKind(), ce.Code()
 }
 
 func writeFile(ctx context.Context, fc agentv1connect.FilesystemServiceClient, h *agentv1.WriteHeader, chunks ...[]byte) (*agentv1.WriteFileResponse, error) {

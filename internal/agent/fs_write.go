@@ -38,14 +38,7 @@ func (s *fsService) WriteFile(ctx context.Context, stream *connect.ClientStream[
 	if err := stream.Err(); err != nil {
 		return nil, toConnect(err)
 	}
-	info, err := w.info()
-	if err != nil {
-		return nil, err
-	}
-	if err := w.close(); err != nil {
-		return nil, err
-	}
-	return connect.NewResponse(&agentv1.WriteFileResponse{BytesWritten: written, Info: info}), nil
+	return w.finish(written)
 }
 
 // TarIn extracts a tar archive so that its entry "." becomes the header's

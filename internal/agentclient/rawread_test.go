@@ -17,6 +17,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/agent"
 	"github.com/sandboxd/sandboxd/internal/agent/agenttest"
 	"github.com/sandboxd/sandboxd/internal/agentclient"
+	"github.com/sandboxd/sandboxd/internal/rpcerr"
 )
 
 func TestReadRaw(t *testing.T) {
@@ -56,15 +57,8 @@ func TestReadRaw(t *testing.T) {
 			if !errors.As(err, &ce) || ce.Code() != tt.code || !connect.IsWireError(ce) {
 				t.Fatalf("%s: got %v, want a wire error with code %v", tt.path, err, tt.code)
 			}
-			var kind agentv1.FileErrorKind
-			for _, d := range ce.Details() {
-				if v, err := d.Value(); err == nil {
-					if fe, ok := v.(*agentv1.FileError); ok {
-						kind = fe.Kind
-					}
-				}
-			}
-			if kind != tt.kind {
+			fe, _ := rpcerr.Detail[*agentv1.FileError](ce)
+			if kind := fe.GetKind(); kind != tt.kind {
 				t.Errorf("%s: detail kind %v, want %v", tt.path, kind, tt.kind)
 			}
 		}

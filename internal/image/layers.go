@@ -121,8 +121,8 @@ func (s *Store) storeTree(ctx context.Context, tmp string, plan syncPlan, o cano
 }
 
 // holdsLayer reports whether layer d is recorded and its directory is in
-// place: a tree of digest d made now is a duplicate (commitLayer decides
-// the same way, under s.mu, for the trees it does commit).
+// place: a tree of digest d made now is a duplicate (storeTree asks before
+// waiting for the tree's flush, commitLayer again under s.mu).
 func (s *Store) holdsLayer(ctx context.Context, d Digest) (bool, error) {
 	ok, err := s.hasLayer(ctx, d)
 	if err != nil || !ok {
@@ -162,8 +162,7 @@ func (p syncPlan) below(dir string) syncPlan {
 // be stopped; it runs to its end).
 func makeDurable(root string, plan syncPlan, stop <-chan struct{}) error {
 	if plan.ok {
-		err := fsyncAll(root, plan, stop)
-		if err == nil || errors.Is(err, errStopped) || stopped(stop) {
+		if err := fsyncAll(root, plan, stop); err == nil || stopped(stop) {
 			return nil
 		}
 	}
@@ -180,15 +179,12 @@ func stopped(stop <-chan struct{}) bool {
 	}
 }
 
-// errStopped is what fsyncAll returns when its stop channel closed before
-// every fsync was started.
-var errStopped = errors.New("flush stopped: the tree is not wanted")
-
 // fsyncAll fsyncs plan's files and directories, a few at a time: each fsync
 // ends with a flush of the disk's cache, and fsyncs made together share the
 // wait (one after the other, a one-file layer waited for two flushes). The
 // tree is complete before this starts and becomes visible only after it
-// returns, so the order of the fsyncs does not matter.
+// returns, so the order of the fsyncs does not matter. Once stop closes,
+// the fsyncs not started are skipped.
 func fsyncAll(root string, plan syncPlan, stop <-chan struct{}) error {
 	type job struct {
 		path  string
@@ -215,17 +211,16 @@ func fsyncAll(root string, plan syncPlan, stop <-chan struct{}) error {
 			errs <- first
 		}()
 	}
-	var err error
 feed:
 	for _, j := range jobs {
 		select {
 		case next <- j:
 		case <-stop:
-			err = errStopped
-			break feed
+			break feed // what is left is not wanted: see makeDurable
 		}
 	}
 	close(next)
+	var err error
 	for range workers {
 		if e := <-errs; e != nil && err == nil {
 			err = e
@@ -255,12 +250,8 @@ func (s *Store) commitLayer(ctx context.Context, tmp string, d Digest, size int6
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	dst := s.LayerPath(d)
-	var n int
-	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM layers WHERE digest = ?`, string(d)).Scan(&n); err != nil {
-		return err
-	}
-	if _, err := os.Lstat(dst); n > 0 && err == nil {
-		return nil // stored once already; tmp is removed by the caller
+	if held, err := s.holdsLayer(ctx, d); err != nil || held {
+		return err // held: stored once already; tmp is removed by the caller
 	}
 	if err := os.RemoveAll(dst); err != nil { // an unrecorded leftover
 		return err

@@ -9,6 +9,7 @@ import (
 	"errors"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/sandboxd/sandboxd/internal/errdefs"
 )
@@ -89,4 +90,22 @@ func Class(err error) error {
 		}
 	}
 	return errdefs.ErrInternal
+}
+
+// Detail returns the first detail of type T (a protobuf message) of the
+// Connect error err is or wraps, and whether there was one.
+func Detail[T proto.Message](err error) (T, bool) {
+	var zero T
+	var ce *connect.Error
+	if !errors.As(err, &ce) {
+		return zero, false
+	}
+	for _, d := range ce.Details() {
+		if v, derr := d.Value(); derr == nil {
+			if t, ok := v.(T); ok {
+				return t, true
+			}
+		}
+	}
+	return zero, false
 }

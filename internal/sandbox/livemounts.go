@@ -127,31 +127,41 @@ func (m *Manager) MountImage(ctx context.Context, id, ref, p string) (LiveMount,
 		return LiveMount{}, fmt.Errorf("mount at %s: %w", p, err)
 	}
 	lm := LiveMount{Path: p, Image: ref, ImageID: img.ID, Stage: newStageName(), At: m.clock.Now()}
-	if err := m.repo.insertLiveMount(ctx, id, lm); err != nil {
+	if err := m.addLiveMount(ctx, id, l.handle, stager, agent, lm, img); err != nil {
 		return LiveMount{}, err
 	}
+	return lm, nil
+}
+
+// addLiveMount makes lm (of image img) in sandbox id, brought up as h: it
+// is recorded, then staged, then mounted by the agent. On error nothing of
+// it is left.
+func (m *Manager) addLiveMount(ctx context.Context, id string, h Handle, stager ImageStager, agent MountAgent, lm LiveMount, img ImageInfo) error {
+	if err := m.repo.insertLiveMount(ctx, id, lm); err != nil {
+		return err
+	}
 	bg := context.WithoutCancel(ctx)
-	undo := func(err error) (LiveMount, error) {
-		if uerr := stager.UnstageImage(bg, l.handle, lm.Stage); uerr != nil {
+	undo := func(err error) error {
+		if uerr := stager.UnstageImage(bg, h, lm.Stage); uerr != nil {
 			m.log.Warn("undo staging", "sandbox_id", id, "stage", lm.Stage, "err", uerr)
 		}
-		m.repo.deleteLiveMount(bg, id, p)
-		return LiveMount{}, fmt.Errorf("mount %s at %s: %w", ref, p, err)
+		m.repo.deleteLiveMount(bg, id, lm.Path)
+		return fmt.Errorf("mount %s at %s: %w", lm.Image, lm.Path, err)
 	}
 	start := time.Now()
-	if err := stager.StageImage(ctx, l.handle, lm.Stage, img); err != nil {
+	if err := stager.StageImage(ctx, h, lm.Stage, img); err != nil {
 		return undo(err)
 	}
 	staged := time.Since(start)
-	if err := agent.MountImage(ctx, lm.Stage, p); err != nil {
+	if err := agent.MountImage(ctx, lm.Stage, lm.Path); err != nil {
 		// The agent may have mounted before the call broke: unmount is
 		// idempotent.
-		agent.UnmountImage(bg, lm.Stage, p)
+		agent.UnmountImage(bg, lm.Stage, lm.Path)
 		return undo(err)
 	}
-	m.log.Info("image mounted", "sandbox_id", id, "image", img.ID, "path", p,
+	m.log.Info("image mounted", "sandbox_id", id, "image", img.ID, "path", lm.Path,
 		"stage", staged, "took", time.Since(start))
-	return lm, nil
+	return nil
 }
 
 // checkNewLiveMount refuses p when it is, lies within or holds a live mount.

@@ -461,19 +461,13 @@ func liveMountable(ms []MountRequest) bool {
 }
 
 // mountAtClaim mounts the create's images into the pool sandbox h as live
-// mounts, each recorded before it is made. On error the caller takes the
-// sandbox down and forgets its live mounts.
+// mounts (addLiveMount). On error the caller takes the sandbox down and
+// forgets the live mounts made before.
 func (m *Manager) mountAtClaim(ctx context.Context, sb *Sandbox, h Handle, stager ImageStager, mounter MountAgent, ms []MountRequest) error {
 	for i, mt := range ms {
 		lm := LiveMount{Path: mt.Path, Image: sb.Spec.Mounts[i].Image, ImageID: mt.Image.ID, Stage: newStageName(), At: m.clock.Now()}
-		if err := m.repo.insertLiveMount(ctx, sb.ID, lm); err != nil {
+		if err := m.addLiveMount(ctx, sb.ID, h, stager, mounter, lm, mt.Image); err != nil {
 			return err
-		}
-		if err := stager.StageImage(ctx, h, lm.Stage, mt.Image); err != nil {
-			return fmt.Errorf("mount %s at %s: %w", lm.Image, lm.Path, err)
-		}
-		if err := mounter.MountImage(ctx, lm.Stage, lm.Path); err != nil {
-			return fmt.Errorf("mount %s at %s: %w", lm.Image, lm.Path, err)
 		}
 	}
 	return nil

@@ -11,6 +11,7 @@ import (
 	agentv1 "github.com/sandboxd/sandboxd/api/gen/agent/v1"
 	pb "github.com/sandboxd/sandboxd/api/gen/sandboxd/v1"
 	"github.com/sandboxd/sandboxd/internal/errdefs"
+	"github.com/sandboxd/sandboxd/internal/rpcerr"
 )
 
 // The messages of api/sandboxd/v1/files.proto are wire-compatible with those
@@ -43,12 +44,7 @@ func (h *fileService) fileErr(ctx context.Context, sandboxID string, err error) 
 		}
 	}
 	out := connect.NewError(ce.Code(), errors.New(ce.Message()))
-	for _, d := range ce.Details() {
-		v, derr := d.Value()
-		fe, ok := v.(*agentv1.FileError)
-		if derr != nil || !ok {
-			continue
-		}
+	if fe, ok := rpcerr.Detail[*agentv1.FileError](ce); ok {
 		if pd, err := connect.NewErrorDetail(convert(&pb.FileError{}, fe)); err == nil {
 			out.AddDetail(pd)
 		}

@@ -64,15 +64,15 @@ func (h *fileService) putStaged(ctx context.Context, fc fileClient, id string, a
 	if err != nil {
 		return 0, true, toRPC(err)
 	}
-	defer f.Done()
-	r, err := fc.WriteStaged(ctx, connect.NewRequest(&agentv1.WriteStagedRequest{Header: ah, Source: f.Name}))
+	w := &writeCall{h: h, id: id, fc: fc, hdr: ah}
+	r, err := w.step(ctx, f, 0)
 	switch {
 	case connect.CodeOf(err) == connect.CodeUnimplemented:
 		return 0, false, nil
 	case err != nil:
 		return 0, true, h.stepErr(ctx, id, err)
 	}
-	return r.Msg.BytesWritten, true, nil
+	return r.BytesWritten, true, nil
 }
 
 func (h *fileService) GetFile(ctx context.Context, req *connect.Request[pb.GetFileRequest]) (*connect.Response[pb.GetFileResponse], error) {

@@ -44,12 +44,9 @@ func (h *fileService) Watch(ctx context.Context, req *connect.Request[pb.WatchRe
 }
 
 func (h *fileService) TarIn(ctx context.Context, stream *connect.ClientStream[pb.TarInRequest]) (*connect.Response[pb.TarInResponse], error) {
-	if !stream.Receive() {
-		return nil, toRPC(orNoHeader(stream.Err()))
-	}
-	hdr := stream.Msg().GetHeader()
-	if hdr == nil {
-		return nil, toRPC(errNoHeader)
+	hdr, err := streamHeader(stream, (*pb.TarInRequest).GetHeader)
+	if err != nil {
+		return nil, err
 	}
 	id := hdr.SandboxId
 	fc, err := h.s.Sandboxes.Files(ctx, id)
@@ -98,9 +95,19 @@ func relay[T any](ctx context.Context, h *fileService, sandboxID string, as *con
 	return nil
 }
 
-func orNoHeader(err error) error {
-	if err != nil {
-		return err
+// streamHeader receives the first message of a client stream and returns
+// its header (get's result): the stream's error if it ended first, or
+// errNoHeader, as RPC errors.
+func streamHeader[M, H any](stream *connect.ClientStream[M], get func(*M) *H) (*H, error) {
+	if !stream.Receive() {
+		if err := stream.Err(); err != nil {
+			return nil, toRPC(err)
+		}
+		return nil, toRPC(errNoHeader)
 	}
-	return errNoHeader
+	hdr := get(stream.Msg())
+	if hdr == nil {
+		return nil, toRPC(errNoHeader)
+	}
+	return hdr, nil
 }

@@ -35,12 +35,9 @@ const stagedMin = 1 << 20
 const stagedStep = 16 << 20
 
 func (h *fileService) WriteFile(ctx context.Context, stream *connect.ClientStream[pb.WriteFileRequest]) (*connect.Response[pb.WriteFileResponse], error) {
-	if !stream.Receive() {
-		return nil, toRPC(orNoHeader(stream.Err()))
-	}
-	hdr := stream.Msg().GetHeader()
-	if hdr == nil {
-		return nil, toRPC(errNoHeader)
+	hdr, err := streamHeader(stream, (*pb.WriteFileRequest).GetHeader)
+	if err != nil {
+		return nil, err
 	}
 	id := hdr.SandboxId
 	fc, err := h.s.Sandboxes.Files(ctx, id)
