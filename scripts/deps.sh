@@ -3,7 +3,8 @@
 #   - Debian packages: busybox-static iproute2 iptables debootstrap (and make)
 #   - runsc (gVisor), built statically from the pinned version with the Go
 #     toolchain, with its seccomp programs precompiled as gVisor's own build
-#     does (scripts/seccompgen.go), installed as /usr/local/bin/runsc; the pin
+#     does (scripts/seccompgen.go) and the fixes in scripts/runsc-patches/
+#     applied, installed as /usr/local/bin/runsc; the pin
 #     is recorded in /usr/local/lib/sandboxd/runsc.pin (runsc --version says
 #     VERSION_MISSING, so the stamp is the only record of what was built)
 #   - kernel limits raised for about a thousand sandboxes (sysctl)
@@ -71,14 +72,15 @@ runsc_current() {
   pin="$(sed -n 's/^pin=//p' "$RUNSC_STAMP")"
   fp="$(sed -n 's/^binary=//p' "$RUNSC_STAMP")"
   [ "$pin" = "$RUNSC_PIN" ] && [ "$fp" = "$(runsc_fingerprint)" ] &&
-    grep -qx "seccomp=$RUNSC_SECCOMP" "$RUNSC_STAMP"
+    grep -qx "build=$RUNSC_BUILD" "$RUNSC_STAMP"
 }
 
 # What the runsc build does beyond the module's own source: the seccomp
 # programs of the sentry and the gofer, precompiled (a runsc built by a plain
 # `go install` compiles them at every sandbox start: 20-40 ms of each create
-# and restore, far more on a busy host). Bump when the build changes.
-RUNSC_SECCOMP="precompiled-1"
+# and restore, far more on a busy host), and the patches of
+# scripts/runsc-patches/ (each says why). Bump when the build changes.
+RUNSC_BUILD="seccomp-precompiled-1+patches-1"
 
 if ! runsc_current; then
   require_go
@@ -88,8 +90,8 @@ if ! runsc_current; then
     why="$RUNSC_BIN has no stamp, so its version is unknown"
   elif [ "$(sed -n 's/^pin=//p' "$RUNSC_STAMP")" != "$RUNSC_PIN" ]; then
     why="$RUNSC_BIN was built from $(sed -n 's/^pin=//p' "$RUNSC_STAMP")"
-  elif ! grep -qx "seccomp=$RUNSC_SECCOMP" "$RUNSC_STAMP"; then
-    why="$RUNSC_BIN was built without precompiled seccomp programs"
+  elif ! grep -qx "build=$RUNSC_BUILD" "$RUNSC_STAMP"; then
+    why="$RUNSC_BIN was built another way than $RUNSC_BUILD"
   else
     why="$RUNSC_BIN was replaced since it was built"
   fi
@@ -97,10 +99,12 @@ if ! runsc_current; then
   GOBIN_TMP="$(mktemp -d /tmp/sandboxd-runsc-build.XXXXXX)"
   # The pinned module from the module proxy, copied to a writable place
   # outside the repository (its go.mod plays no part; the module cache is
-  # read-only, and go refuses overlays of it); the generator rewrites the two
-  # filter_precompiled.go files there, then runsc is built from the copy
-  # exactly as `go install gvisor.dev/gvisor/runsc@PIN` would build it.
-  gen="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/seccompgen.go"
+  # read-only, and go refuses overlays of it); the patches are applied there
+  # and the generator rewrites the two filter_precompiled.go files, then
+  # runsc is built from the copy exactly as `go install
+  # gvisor.dev/gvisor/runsc@PIN` would build it.
+  scripts="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+  gen="$scripts/seccompgen.go"
   if ! (set -e
         cd "$GOBIN_TMP"
         dir="$(env GOFLAGS= go mod download -json "gvisor.dev/gvisor@$RUNSC_PIN" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
@@ -110,6 +114,10 @@ if ! runsc_current; then
         mkdir src/sandboxd-seccompgen
         cp "$gen" src/sandboxd-seccompgen/main.go
         cd src
+        for p in "$scripts"/runsc-patches/*.patch; do
+          echo "applying $(basename "$p")"
+          git apply -p1 "$p"
+        done
         env GOFLAGS= CGO_ENABLED=0 go run ./sandboxd-seccompgen/main.go .
         env GOFLAGS= CGO_ENABLED=0 go build -o "$GOBIN_TMP/runsc" ./runsc) >"$TMP_LOG" 2>&1; then
     cat "$TMP_LOG" >&2
@@ -119,8 +127,8 @@ if ! runsc_current; then
   is_static "$GOBIN_TMP/runsc" || die "the runsc build is not static (a dynamic runsc cannot start sandboxes)"
   install -m 0755 "$GOBIN_TMP/runsc" "$RUNSC_BIN.new"
   mv -f "$RUNSC_BIN.new" "$RUNSC_BIN"
-  printf 'pin=%s\nbinary=%s\nseccomp=%s\nbuilt=%s\n' "$RUNSC_PIN" "$(runsc_fingerprint)" \
-    "$RUNSC_SECCOMP" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$RUNSC_STAMP"
+  printf 'pin=%s\nbinary=%s\nbuild=%s\nbuilt=%s\n' "$RUNSC_PIN" "$(runsc_fingerprint)" \
+    "$RUNSC_BUILD" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$RUNSC_STAMP"
   log "installed $RUNSC_BIN (gvisor.dev/gvisor $RUNSC_PIN, static, stamp $RUNSC_STAMP)"
 fi
 
