@@ -48,6 +48,7 @@ func (s *Store) AddDirLayer(ctx context.Context, lowers []Digest, upper io.Reade
 	if err != nil {
 		return "", err
 	}
+	defer x.sd.stop() // unless adopted, the tree is walked anyway
 	if src == filepath.Join(tmp, "1", "merged", rel) && s.diffCovers(filepath.Join(tmp, "1", "diff"), lowers, rel) {
 		// The directory is the sandbox's own (made or replaced whole by it):
 		// the extracted diff is the whole tree, no second copy needed.
@@ -89,12 +90,18 @@ func (s *Store) mergeAt(ctx context.Context, tmp, name string, lowers []Digest, 
 	if x, err = newExtractor(diff); err != nil {
 		return "", nil, nil, fmt.Errorf("directory layer: %w", err)
 	}
+	if keep != nil {
+		// rel's tree may turn out to be the layer as extracted (see
+		// adoptDiffDir): digest it on the way.
+		x.sd = newStreamDigest(rel)
+	}
 	err = convertUpper(ctx, upper, keep, x.add)
 	if err == nil {
 		err = x.finishDirs()
 	}
 	x.close()
 	if err != nil {
+		x.sd.stop()
 		return "", nil, nil, fmt.Errorf("directory layer: %w", err)
 	}
 	dirs := []string{diff} // highest first
@@ -105,10 +112,12 @@ func (s *Store) mergeAt(ctx context.Context, tmp, name string, lowers []Digest, 
 		dirs = append(dirs, s.LayerPath(lowers[i]))
 	}
 	if err := mountLowerOnly(dirs, merged); err != nil {
+		x.sd.stop()
 		return "", nil, nil, fmt.Errorf("directory layer: %w", err)
 	}
 	src, closeSrc, err := openBeneath(merged, rel)
 	if err != nil {
+		x.sd.stop()
 		unix.Unmount(merged, unix.MNT_DETACH)
 		return "", nil, nil, fmt.Errorf("directory layer: /%s: %w", rel, err)
 	}

@@ -79,7 +79,7 @@ func (s *Store) adoptDiffDir(ctx context.Context, diff, rel string, x *extractor
 		return "", fmt.Errorf("directory layer: %w", err)
 	}
 	st.mark("adopt")
-	d, err := s.storeTree(ctx, dir, x.plan(rel).below(rel), x.canonOptions(), st)
+	d, err := s.storeTree(ctx, dir, x.plan(rel).below(rel), x.canonOptions(), x.sd, st)
 	if err != nil {
 		return "", fmt.Errorf("directory layer: %w", err)
 	}

@@ -49,6 +49,8 @@ type extractor struct {
 	unsyncable bool
 	// fileXattrs is set once a non-directory got an extended attribute.
 	fileXattrs bool
+	// sd, when set, digests the tree while it is made (see streamDigest).
+	sd *streamDigest
 }
 
 // copyBufSize is the size of the buffer file contents go through.
@@ -160,7 +162,11 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 	if strings.HasPrefix(base, whiteoutPrefix) {
 		switch {
 		case base == opaqueMarker:
-			return x.markOpaque(dir)
+			if err := x.markOpaque(dir); err != nil {
+				return err
+			}
+			x.sd.markedOpaque(dir)
+			return nil
 		case strings.HasPrefix(base, whiteoutPrefix+whiteoutPrefix):
 			return nil // reserved by the OCI spec; nothing to do
 		}
@@ -188,6 +194,12 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 			x.whiteouts = append(x.whiteouts, rel)
 		}
 		x.unsyncable = true
+		if err == nil {
+			if err = x.setMeta(pfd, base, hdr, mode, false); err == nil {
+				x.sd.made(rel, hdr, mode, true)
+			}
+		}
+		return err
 	case hdr.Typeflag == tar.TypeDir:
 		if x.cacheDir == rel {
 			x.cacheGid = -1 // its group or setgid bit may change
@@ -197,12 +209,16 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 			err = nil
 		}
 		if err == nil {
-			return x.setMeta(pfd, base, hdr, mode, true)
+			if err = x.setMeta(pfd, base, hdr, mode, true); err == nil {
+				x.sd.made(rel, hdr, mode, false)
+			}
 		}
+		return err
 	case hdr.Typeflag == tar.TypeSymlink:
 		err = unix.Symlinkat(hdr.Linkname, pfd, base)
 		x.unsyncable = true
 	case hdr.Typeflag == tar.TypeLink:
+		x.sd.giveUp("a hard link") // which name comes first is the tree's
 		return x.link(pfd, base, hdr.Linkname)
 	case hdr.Typeflag == tar.TypeChar:
 		x.unsyncable = true
@@ -224,7 +240,11 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 	if err != nil {
 		return err
 	}
-	return x.setMeta(pfd, base, hdr, mode, false)
+	if err := x.setMeta(pfd, base, hdr, mode, false); err != nil {
+		return err
+	}
+	x.sd.made(rel, hdr, mode, false)
+	return nil
 }
 
 // parent returns a descriptor for the directory dir (relative to the root),
@@ -271,6 +291,7 @@ func (x *extractor) openDir(dir string, create bool) (int, error) {
 		}
 		if err == nil {
 			x.dirTimes = append(x.dirTimes, dirTime{cur, time.Unix(0, 0)})
+			x.sd.giveUp(fmt.Sprintf("directory %q made without an entry", cur))
 		} else if !errors.Is(err, unix.EEXIST) {
 			return -1, err
 		}
@@ -301,11 +322,13 @@ func (x *extractor) clear(pfd int, rel, base string, keepDir bool) error {
 		return err
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		x.sd.giveUp(fmt.Sprintf("%q replaced", rel))
 		return unix.Unlinkat(pfd, base, 0)
 	}
 	if keepDir {
-		return nil
+		return nil // an entry of the same name: the digest's order check sees it
 	}
+	x.sd.giveUp(fmt.Sprintf("%q replaced", rel))
 	x.dropCache() // the cached parent may lie below what goes away
 	return os.RemoveAll(filepath.Join(x.root, rel))
 }

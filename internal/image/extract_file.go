@@ -109,7 +109,8 @@ func (x *extractor) gidIn(pfd int) int {
 // sits at base already (an earlier entry of that name) is replaced. Metadata
 // goes through the new file's descriptor: no path is looked up twice.
 func (x *extractor) writeFile(pfd int, dir, base string, hdr *tar.Header, mode uint32, r io.Reader) error {
-	const flags = unix.O_WRONLY | unix.O_CREAT | unix.O_EXCL | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	// Readable too: a streamed digest reads the contents back through it.
+	const flags = unix.O_RDWR | unix.O_CREAT | unix.O_EXCL | unix.O_NOFOLLOW | unix.O_CLOEXEC
 	// Made with its final permission bits when open(2) can set them.
 	createMode, modeSet := uint32(0o600), false
 	if mode&^0o777 == 0 && mode&x.umask == 0 {
@@ -135,6 +136,15 @@ func (x *extractor) writeFile(pfd int, dir, base string, hdr *tar.Header, mode u
 		x.unsyncable = true
 	}
 	defer unix.Close(fd)
+	rel := path.Join(dir, base)
+	// A big file's contents are hashed while they are written (a small
+	// one's once it is complete, below).
+	var prog *fileProgress
+	if x.sd.wants() && hdr.Size >= hashWhileWritten {
+		if prog = x.sd.madeBigFile(rel, hdr, mode, fd); prog != nil {
+			defer prog.end()
+		}
+	}
 	if hdr.Size > 0 {
 		if x.buf == nil {
 			x.buf = copyBlocks.get()
@@ -142,13 +152,14 @@ func (x *extractor) writeFile(pfd int, dir, base string, hdr *tar.Header, mode u
 		var n int64
 		var err error
 		if b, ok := r.(*entryBody); ok {
-			n, err = b.copyTo(fd, *x.buf)
+			n, err = b.copyTo(fd, *x.buf, prog.report())
 		} else {
-			n, err = io.CopyBuffer(fdWriter(fd), r, *x.buf)
+			n, err = io.CopyBuffer(progressWriter(fd, prog.report()), r, *x.buf)
 		}
 		if err != nil {
 			return err
 		}
+		prog.advance(n)
 		if n != hdr.Size {
 			return errdefs.Invalid("layer tar: %d bytes of %d", n, hdr.Size)
 		}
@@ -176,7 +187,22 @@ func (x *extractor) writeFile(pfd int, dir, base string, hdr *tar.Header, mode u
 			return err
 		}
 	}
-	return futimens(fd, hdr.ModTime)
+	if err := futimens(fd, hdr.ModTime); err != nil {
+		return err
+	}
+	switch {
+	case x.sd == nil || prog != nil:
+	case hdr.Size == 0:
+		x.sd.made(rel, hdr, mode, false)
+	default:
+		dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			x.sd.giveUp(err.Error())
+			break
+		}
+		x.sd.madeFile(rel, hdr, mode, dup)
+	}
+	return nil
 }
 
 // fdWriter writes to a descriptor it does not own. It has no ReadFrom, so

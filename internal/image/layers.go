@@ -51,6 +51,8 @@ func (s *Store) addLayer(ctx context.Context, what string, fill func(x *extracto
 	if err != nil {
 		return "", fmt.Errorf("add layer: %w", err)
 	}
+	x.sd = newStreamDigest("")
+	defer x.sd.stop()
 	err = fill(x)
 	st.mark("extract")
 	if err == nil {
@@ -61,7 +63,7 @@ func (s *Store) addLayer(ctx context.Context, what string, fill func(x *extracto
 	if err != nil {
 		return "", fmt.Errorf("add layer: %w", err)
 	}
-	d, err := s.storeTree(ctx, tmp, x.plan(""), x.canonOptions(), st)
+	d, err := s.storeTree(ctx, tmp, x.plan(""), x.canonOptions(), x.sd, st)
 	if err != nil {
 		return "", fmt.Errorf("add layer: %w", err)
 	}
@@ -77,7 +79,7 @@ func (s *Store) addLayer(ctx context.Context, what string, fill func(x *extracto
 // store holds the layer already, tmp is left for the caller to remove, and
 // its flush is neither finished nor waited for: the copy is thrown away,
 // and the stored layer was durable before it was recorded.
-func (s *Store) storeTree(ctx context.Context, tmp string, plan syncPlan, o canonOptions, st *stages) (Digest, error) {
+func (s *Store) storeTree(ctx context.Context, tmp string, plan syncPlan, o canonOptions, sd *streamDigest, st *stages) (Digest, error) {
 	synced := make(chan error, 1)
 	stop := make(chan struct{})
 	t0 := s.clock.Now()
@@ -87,16 +89,12 @@ func (s *Store) storeTree(ctx context.Context, tmp string, plan syncPlan, o cano
 		syncTook = s.clock.Now().Sub(t0)
 		synced <- err
 	}()
-	h := sha256.New()
-	size, err := writeCanonicalTarOpts(ctx, tmp, h, o)
-	st.mark("hash")
-	st.add("bytes", size)
+	d, size, err := s.layerDigest(ctx, tmp, o, sd, st)
 	if err != nil {
 		close(stop)
 		<-synced
 		return "", fmt.Errorf("digest: %w", err)
 	}
-	d := digestFromSum(h.Sum(nil))
 	if held, err := s.holdsLayer(ctx, d); err != nil {
 		close(stop)
 		<-synced
@@ -118,6 +116,33 @@ func (s *Store) storeTree(ctx context.Context, tmp string, plan syncPlan, o cano
 	}
 	st.mark("commit")
 	return d, nil
+}
+
+// layerDigest returns the digest of the tree at tmp (the SHA-256 of its
+// canonical tar) and the tar's size: sd's, streamed while the tree was made,
+// when it holds, else by walking the tree.
+func (s *Store) layerDigest(ctx context.Context, tmp string, o canonOptions, sd *streamDigest, st *stages) (Digest, int64, error) {
+	d, size, why, ok := sd.result()
+	st.mark("digest_wait")
+	if ok {
+		s.streamedDigests.Add(1)
+	}
+	if !ok || s.checkStreamed {
+		st.add("walked", why)
+		h := sha256.New()
+		wsize, err := writeCanonicalTarOpts(ctx, tmp, h, o)
+		if err != nil {
+			return "", wsize, err
+		}
+		st.mark("hash")
+		wd := digestFromSum(h.Sum(nil))
+		if ok && (wd != d || wsize != size) {
+			return "", 0, fmt.Errorf("streamed digest %s (%d bytes) is not the tree's %s (%d bytes)", d, size, wd, wsize)
+		}
+		d, size = wd, wsize
+	}
+	st.add("bytes", size)
+	return d, size, nil
 }
 
 // holdsLayer reports whether layer d is recorded and its directory is in

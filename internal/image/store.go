@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -49,6 +50,11 @@ type Store struct {
 	buildMu sync.Mutex
 	// trash removes the trees under tmp/ nobody needs any more.
 	trash *trash
+	// streamedDigests counts the layers digested while extracted (see
+	// streamDigest); with checkStreamed (tests), each is checked against
+	// a walk of the tree.
+	streamedDigests atomic.Int64
+	checkStreamed   bool
 }
 
 // New returns a store rooted at root (created if needed). db must carry the

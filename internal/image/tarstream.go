@@ -145,9 +145,9 @@ func (s *tarStream) Seek(offset int64, whence int) (int64, error) {
 // to the file open at fd: what is buffered from memory, the rest by the
 // kernel when the stream can (else through buf). tr must not be read from
 // before its next Next. It returns the bytes written.
-func (s *tarStream) copyBody(tr *tar.Reader, fd int, n int64, buf []byte) (int64, error) {
+func (s *tarStream) copyBody(tr *tar.Reader, fd int, n int64, buf []byte, progress func(int64)) (int64, error) {
 	if s.rc == nil || s.skip > 0 || n-int64(s.hi-s.lo) < kernelCopyMin {
-		return io.CopyBuffer(fdWriter(fd), tr, buf)
+		return io.CopyBuffer(progressWriter(fd, progress), tr, buf)
 	}
 	var done int64
 	if b := int(min(n, int64(s.hi-s.lo))); b > 0 {
@@ -158,7 +158,12 @@ func (s *tarStream) copyBody(tr *tar.Reader, fd int, n int64, buf []byte) (int64
 		done = int64(b)
 	}
 	for done < n {
-		m, err := s.rc.CopyRangeTo(fd, n-done)
+		step := n - done
+		if progress != nil {
+			progress(done)
+			step = min(step, progressStep)
+		}
+		m, err := s.rc.CopyRangeTo(fd, step)
 		done += m
 		if errors.Is(err, errors.ErrUnsupported) && m == 0 {
 			s.rc = nil
@@ -180,10 +185,36 @@ func (s *tarStream) copyBody(tr *tar.Reader, fd int, n int64, buf []byte) (int64
 		if _, err := io.CopyN(io.Discard, tr, done); err != nil {
 			return done, err
 		}
-		m, err := io.CopyBuffer(fdWriter(fd), tr, buf)
+		m, err := io.CopyBuffer(progressWriter(fd, progress), tr, buf)
 		return done + m, err
 	}
 	return done, nil
+}
+
+// progressStep is how much of a file the kernel copies between two reports
+// of progress.
+const progressStep = 4 << 20
+
+// progressWriter writes to fd, reporting the bytes written so far to
+// progress (when not nil) before each write.
+func progressWriter(fd int, progress func(int64)) io.Writer {
+	if progress == nil {
+		return fdWriter(fd)
+	}
+	return &reportingWriter{fd: fd, progress: progress}
+}
+
+type reportingWriter struct {
+	fd       int
+	n        int64
+	progress func(int64)
+}
+
+func (w *reportingWriter) Write(b []byte) (int, error) {
+	w.progress(w.n)
+	n, err := fdWriter(w.fd).Write(b)
+	w.n += int64(n)
+	return n, err
 }
 
 // fileCopier copies from a regular file at its offset.
@@ -235,6 +266,6 @@ func (b *entryBody) Read(p []byte) (int, error) { return b.tr.Read(p) }
 
 // copyTo writes the whole contents to the file open at fd (see
 // tarStream.copyBody); buf is the buffer for what goes through memory.
-func (b *entryBody) copyTo(fd int, buf []byte) (int64, error) {
-	return b.s.copyBody(b.tr, fd, b.n, buf)
+func (b *entryBody) copyTo(fd int, buf []byte, progress func(int64)) (int64, error) {
+	return b.s.copyBody(b.tr, fd, b.n, buf, progress)
 }

@@ -304,6 +304,29 @@ func (e *canonEntry) write(tw *tar.Writer, links map[[2]uint64]string) error {
 		return e.err
 	}
 	st, rel := &e.st, e.rel
+	if st.Mode&unix.S_IFMT == unix.S_IFREG {
+		key := [2]uint64{st.Dev, st.Ino}
+		if first, ok := links[key]; ok && st.Nlink > 1 {
+			hdr := canonHeader(rel, st, e.xattrs, "")
+			hdr.Typeflag, hdr.Linkname, hdr.Size = tar.TypeLink, first, 0
+			return writeCanonEntry(tw, hdr, nil, nil)
+		}
+		if st.Nlink > 1 {
+			links[key] = rel
+		}
+	}
+	hdr := canonHeader(rel, st, e.xattrs, e.link)
+	if hdr == nil { // sockets do not travel
+		return nil
+	}
+	return writeCanonEntry(tw, hdr, e.xattrs, e.writeBody)
+}
+
+// canonHeader returns the canonical tar header of the entry at rel with
+// status st, extended attributes xattrs (those that do not travel are left
+// out) and, for a symlink, target link; nil for what does not travel (a
+// socket). A regular file is written whole (hard links are the caller's).
+func canonHeader(rel string, st *unix.Stat_t, xattrs map[string]string, link string) *tar.Header {
 	hdr := &tar.Header{
 		Name:    rel,
 		Mode:    int64(st.Mode & 0o7777),
@@ -311,7 +334,7 @@ func (e *canonEntry) write(tw *tar.Writer, links map[[2]uint64]string) error {
 		Gid:     int(st.Gid),
 		ModTime: time.Unix(st.Mtim.Sec, 0),
 	}
-	for k, v := range e.xattrs {
+	for k, v := range xattrs {
 		if keptXattr(k) {
 			if hdr.PAXRecords == nil {
 				hdr.PAXRecords = map[string]string{}
@@ -319,24 +342,14 @@ func (e *canonEntry) write(tw *tar.Writer, links map[[2]uint64]string) error {
 			hdr.PAXRecords["SCHILY.xattr."+k] = v
 		}
 	}
-	body := false
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFDIR:
 		hdr.Typeflag = tar.TypeDir
 		hdr.Name += "/"
 	case unix.S_IFREG:
-		key := [2]uint64{st.Dev, st.Ino}
-		if first, ok := links[key]; ok && st.Nlink > 1 {
-			hdr.Typeflag, hdr.Linkname = tar.TypeLink, first
-			break
-		}
-		if st.Nlink > 1 {
-			links[key] = rel
-		}
 		hdr.Typeflag, hdr.Size = tar.TypeReg, st.Size
-		body = true
 	case unix.S_IFLNK:
-		hdr.Typeflag, hdr.Linkname = tar.TypeSymlink, e.link
+		hdr.Typeflag, hdr.Linkname = tar.TypeSymlink, link
 	case unix.S_IFCHR, unix.S_IFBLK:
 		hdr.Typeflag = tar.TypeChar
 		if st.Mode&unix.S_IFMT == unix.S_IFBLK {
@@ -351,23 +364,34 @@ func (e *canonEntry) write(tw *tar.Writer, links map[[2]uint64]string) error {
 		}
 	case unix.S_IFIFO:
 		hdr.Typeflag = tar.TypeFifo
-	default: // sockets do not travel
+	default:
 		return nil
 	}
+	return hdr
+}
+
+// writeCanonEntry writes hdr, the contents of a regular file with body, and
+// the opaque marker after a directory whose xattrs say it is opaque.
+func writeCanonEntry(tw *tar.Writer, hdr *tar.Header, xattrs map[string]string, body func(*tar.Writer) error) error {
+	rel := strings.TrimSuffix(hdr.Name, "/")
 	if err := tw.WriteHeader(hdr); err != nil {
 		return fmt.Errorf("%s: %w", rel, err)
 	}
-	if body {
-		if err := e.writeBody(tw); err != nil {
+	if hdr.Typeflag == tar.TypeReg && hdr.Size > 0 && body != nil {
+		if err := body(tw); err != nil {
 			return fmt.Errorf("%s: %w", rel, err)
 		}
 	}
-	if hdr.Typeflag == tar.TypeDir && e.xattrs[opaqueXattr] == "y" {
-		return tw.WriteHeader(&tar.Header{
-			Name: rel + "/" + opaqueMarker, Typeflag: tar.TypeReg, ModTime: time.Unix(0, 0),
-		})
+	if hdr.Typeflag == tar.TypeDir && xattrs[opaqueXattr] == "y" {
+		return tw.WriteHeader(opaqueMarkerHeader(rel))
 	}
 	return nil
+}
+
+// opaqueMarkerHeader is the canonical tar's entry marking directory rel
+// opaque (it follows the directory's own entry).
+func opaqueMarkerHeader(rel string) *tar.Header {
+	return &tar.Header{Name: rel + "/" + opaqueMarker, Typeflag: tar.TypeReg, ModTime: time.Unix(0, 0)}
 }
 
 // writeBody writes the contents of the regular file e: read whole by

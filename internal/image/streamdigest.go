@@ -1,0 +1,416 @@
+package image
+
+import (
+	"archive/tar"
+	"crypto/sha256"
+	"fmt"
+	"path"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// streamDigest computes, while a layer is extracted, the digest storeTree
+// would otherwise compute afterwards by walking the extracted tree: the
+// SHA-256 of the tree's canonical tar. It can when the entries come in the
+// canonical tar's order (each directory's entries sorted by name, a
+// directory before what it holds: what runsc's tar gives with
+// scripts/runsc-patches/0002) and make nothing the canonical tar would
+// describe otherwise than the entry did. The extractor tells it each entry
+// it made (see made and madeFile); the first one it cannot vouch for (out of
+// order, a hard link, a file with extended attributes, an entry replacing
+// another, a directory made implicitly) gives it up, and storeTree walks the
+// tree as before.
+//
+// The hashing runs in a goroutine of its own, fed in order, so that it goes
+// on beside the extraction: a regular file's contents are read back (from
+// the page cache) through a duplicate of the descriptor it was written
+// with. Not safe for concurrent use; the goroutine is done once result or
+// stop has returned.
+type streamDigest struct {
+	// under is the directory (clean, relative) whose tree is the layer,
+	// "" for the whole tree: entries outside it are not part of it; those
+	// below it are named relative to it, and overlay markers (whiteouts,
+	// opaque markers) are left out (see adoptDiffDir).
+	under string
+	// open lists the directories entered, outermost first, each with the
+	// last name seen in it.
+	open []openDir
+	lost string // why the digest is given up; "" while it holds
+	// abandoned tells the hashing goroutine that lost is set: what is
+	// queued is dropped, not hashed.
+	abandoned atomic.Bool
+	items     chan digestItem
+	closed    bool
+	done      chan struct{}
+	sum       []byte
+	size      int64
+	hashErr   error
+}
+
+type openDir struct{ rel, last string }
+
+// digestItem is one entry of the canonical tar: its header and, for a
+// regular file with contents, a descriptor to read them from (closed by
+// the hashing goroutine) and, while they are being written, their progress.
+type digestItem struct {
+	hdr  *tar.Header
+	fd   int
+	prog *fileProgress
+}
+
+// hashWhileWritten is the size from which a file's contents are hashed
+// while they are written rather than once they are.
+const hashWhileWritten = 1 << 20
+
+// fileProgress tells the hashing goroutine how much of a file is written.
+type fileProgress struct {
+	mu      sync.Mutex
+	cond    sync.Cond
+	written int64
+	ended   bool
+}
+
+func newFileProgress() *fileProgress {
+	p := &fileProgress{}
+	p.cond.L = &p.mu
+	return p
+}
+
+// advance records that the first n bytes are written.
+func (p *fileProgress) advance(n int64) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	p.written = max(p.written, n)
+	p.mu.Unlock()
+	p.cond.Broadcast()
+}
+
+// report returns advance as a function, nil for a nil p.
+func (p *fileProgress) report() func(int64) {
+	if p == nil {
+		return nil
+	}
+	return p.advance
+}
+
+// end records that nothing more will be written (whatever the outcome).
+func (p *fileProgress) end() {
+	p.mu.Lock()
+	p.ended = true
+	p.mu.Unlock()
+	p.cond.Broadcast()
+}
+
+// await returns how much is written once it is more than off, or once
+// writing ended.
+func (p *fileProgress) await(off int64) int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for p.written <= off && !p.ended {
+		p.cond.Wait()
+	}
+	return p.written
+}
+
+// digestQueue bounds the entries (and descriptors) waiting for the hash.
+const digestQueue = 256
+
+func newStreamDigest(under string) *streamDigest {
+	d := &streamDigest{
+		under: under,
+		open:  []openDir{{rel: under}},
+		items: make(chan digestItem, digestQueue),
+		done:  make(chan struct{}),
+	}
+	go d.hash()
+	return d
+}
+
+func (d *streamDigest) hash() {
+	defer close(d.done)
+	h := sha256.New()
+	cw := &countingWriter{w: h}
+	tw := tar.NewWriter(cw)
+	buf := copyBlocks.get()
+	defer copyBlocks.put(buf)
+	for it := range d.items {
+		if d.hashErr == nil && !d.abandoned.Load() {
+			d.hashErr = d.write(tw, it, *buf)
+		}
+		if it.fd >= 0 {
+			unix.Close(it.fd)
+		}
+	}
+	if d.hashErr == nil {
+		d.hashErr = tw.Close()
+	}
+	d.sum, d.size = h.Sum(nil), cw.n
+}
+
+func (d *streamDigest) write(tw *tar.Writer, it digestItem, buf []byte) error {
+	if err := tw.WriteHeader(it.hdr); err != nil {
+		return err
+	}
+	for off := int64(0); off < it.hdr.Size; {
+		avail := it.hdr.Size
+		if it.prog != nil {
+			if avail = min(avail, it.prog.await(off)); avail <= off {
+				return fmt.Errorf("%s: not written whole", it.hdr.Name)
+			}
+		}
+		n, err := unix.Pread(it.fd, buf[:min(int64(len(buf)), avail-off)], off)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return &pathErr{it.hdr.Name, err}
+		}
+		if n == 0 {
+			return fmt.Errorf("%s: shorter than written", it.hdr.Name)
+		}
+		if _, err := tw.Write(buf[:n]); err != nil {
+			return err
+		}
+		off += int64(n)
+	}
+	return nil
+}
+
+type pathErr struct {
+	name string
+	err  error
+}
+
+func (e *pathErr) Error() string { return e.name + ": " + e.err.Error() }
+func (e *pathErr) Unwrap() error { return e.err }
+
+// send queues it for the hash (after stop: gives the digest up).
+func (d *streamDigest) send(it digestItem) {
+	if d.closed {
+		d.giveUp("entries after the end")
+		if it.fd >= 0 {
+			unix.Close(it.fd)
+		}
+		return
+	}
+	d.items <- it
+}
+
+// giveUp stops the digest for the reason why (the first one is kept).
+func (d *streamDigest) giveUp(why string) {
+	if d != nil && d.lost == "" {
+		d.lost = why
+		d.abandoned.Store(true)
+	}
+}
+
+// place checks that rel (a clean relative path, as named on disk) comes
+// where the canonical tar has it, and returns its name in the layer and
+// whether it belongs to the layer at all.
+func (d *streamDigest) place(rel string, isDir bool) (string, bool) {
+	if d.under != "" && !within(rel, d.under) {
+		return "", false // the way to the directory (see onPathTo)
+	}
+	if rel == d.under {
+		return "", false // the root of the tree: no entry of its tar
+	}
+	parent, name := path.Dir(rel), path.Base(rel)
+	if parent == "." {
+		parent = ""
+	}
+	for len(d.open) > 0 && d.open[len(d.open)-1].rel != parent {
+		d.open = d.open[:len(d.open)-1]
+	}
+	if len(d.open) == 0 {
+		d.giveUp(fmt.Sprintf("%q comes after its directory was left, or without it", rel))
+		return "", false
+	}
+	top := &d.open[len(d.open)-1]
+	if top.last != "" && name <= top.last {
+		d.giveUp(fmt.Sprintf("%q does not come after %q", rel, path.Join(parent, top.last)))
+		return "", false
+	}
+	top.last = name
+	if isDir {
+		d.open = append(d.open, openDir{rel: rel})
+	}
+	if d.under == "" {
+		return rel, true
+	}
+	return strings.TrimPrefix(rel, d.under+"/"), true
+}
+
+// made records the entry the extractor made at rel (a clean relative path)
+// from hdr, other than a regular file with contents (madeFile): a
+// directory, symlink, device, fifo, whiteout (whiteout: mode bits and
+// owner from hdr, a character device 0/0 on disk) or empty file. mode is
+// what the entry was given (hdr's permission bits).
+func (d *streamDigest) made(rel string, hdr *tar.Header, mode uint32, whiteout bool) {
+	if d == nil || d.lost != "" {
+		return
+	}
+	var ft uint32
+	var rdev uint64
+	switch {
+	case whiteout:
+		ft = unix.S_IFCHR
+	case hdr.Typeflag == tar.TypeDir:
+		ft = unix.S_IFDIR
+	case hdr.Typeflag == tar.TypeSymlink:
+		ft, mode = unix.S_IFLNK, 0o777 // what Linux gives every symlink
+	case hdr.Typeflag == tar.TypeChar:
+		ft, rdev = unix.S_IFCHR, unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor))
+	case hdr.Typeflag == tar.TypeBlock:
+		ft, rdev = unix.S_IFBLK, unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor))
+	case hdr.Typeflag == tar.TypeFifo:
+		ft = unix.S_IFIFO
+	case hdr.Typeflag == tar.TypeReg || hdr.Typeflag == tar.TypeRegA:
+		ft = unix.S_IFREG
+	default:
+		d.giveUp(fmt.Sprintf("%q: entry type %q", rel, hdr.Typeflag))
+		return
+	}
+	isMarker := ft == unix.S_IFCHR && rdev == 0
+	name, ok := d.place(rel, ft == unix.S_IFDIR)
+	if !ok || (isMarker && d.under != "") {
+		return
+	}
+	st := statOf(ft|mode, hdr, 0, rdev)
+	var xattrs map[string]string
+	if ft == unix.S_IFDIR {
+		xattrs = d.keptXattrs(rel, hdr, true)
+	} else if d.keptXattrs(rel, hdr, false) != nil {
+		return // given up
+	}
+	d.send(digestItem{hdr: canonHeader(name, &st, xattrs, hdr.Linkname), fd: -1})
+}
+
+// madeFile records the regular file with contents the extractor made at rel
+// from hdr, with permission bits mode; fd is open on it for reading and
+// passes to d (closed once its contents are hashed, or at once).
+func (d *streamDigest) madeFile(rel string, hdr *tar.Header, mode uint32, fd int) {
+	if d == nil || d.lost != "" {
+		unix.Close(fd)
+		return
+	}
+	name, ok := d.place(rel, false)
+	if !ok || d.keptXattrs(rel, hdr, false) != nil {
+		unix.Close(fd)
+		return
+	}
+	st := statOf(unix.S_IFREG|mode, hdr, hdr.Size, 0)
+	d.send(digestItem{hdr: canonHeader(name, &st, nil, ""), fd: fd})
+}
+
+// wants reports whether d still takes entries.
+func (d *streamDigest) wants() bool { return d != nil && d.lost == "" && !d.closed }
+
+// madeBigFile records the regular file the extractor has just created at
+// rel from hdr (permission bits mode), open at fd, before its contents are
+// written: they are hashed as they come, as the returned progress says
+// (the caller calls advance as it writes and end once it stops). Nil when
+// the digest is given up.
+func (d *streamDigest) madeBigFile(rel string, hdr *tar.Header, mode uint32, fd int) *fileProgress {
+	if !d.wants() {
+		return nil
+	}
+	name, ok := d.place(rel, false)
+	if !ok || d.keptXattrs(rel, hdr, false) != nil {
+		return nil
+	}
+	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		d.giveUp(err.Error())
+		return nil
+	}
+	p := newFileProgress()
+	st := statOf(unix.S_IFREG|mode, hdr, hdr.Size, 0)
+	d.send(digestItem{hdr: canonHeader(name, &st, nil, ""), fd: dup, prog: p})
+	return p
+}
+
+// markedOpaque records that the directory rel was marked opaque: the
+// canonical tar has the marker right after the directory's entry.
+func (d *streamDigest) markedOpaque(rel string) {
+	if d == nil || d.lost != "" {
+		return
+	}
+	if rel == "" || d.under != "" {
+		return // the root has no entry; a directory layer has no markers
+	}
+	if len(d.open) == 0 || d.open[len(d.open)-1].rel != rel || d.open[len(d.open)-1].last != "" {
+		d.giveUp(fmt.Sprintf("opaque marker of %q not right after it", rel))
+		return
+	}
+	d.send(digestItem{hdr: opaqueMarkerHeader(rel), fd: -1})
+}
+
+// keptXattrs returns the extended attributes of hdr that travel in layer
+// tars. Those of anything but a directory give the digest up (the kernel
+// may store a capability otherwise than given; files are rarely marked).
+func (d *streamDigest) keptXattrs(rel string, hdr *tar.Header, isDir bool) map[string]string {
+	var out map[string]string
+	for k, v := range hdr.PAXRecords {
+		name, ok := strings.CutPrefix(k, "SCHILY.xattr.")
+		if !ok || !keptXattr(name) {
+			continue
+		}
+		if !isDir || !strings.HasPrefix(name, "user.") {
+			d.giveUp(fmt.Sprintf("%q has extended attribute %s", rel, name))
+			return map[string]string{}
+		}
+		if out == nil {
+			out = map[string]string{}
+		}
+		out[name] = v
+	}
+	return out
+}
+
+// statOf is the status the extractor leaves an entry made from hdr with:
+// type and permission bits mode, hdr's owner, its modification time in
+// whole seconds (what utimes and futimens set), size and device rdev.
+func statOf(mode uint32, hdr *tar.Header, size int64, rdev uint64) unix.Stat_t {
+	return unix.Stat_t{
+		Mode:  mode,
+		Uid:   uint32(hdr.Uid),
+		Gid:   uint32(hdr.Gid),
+		Size:  size,
+		Rdev:  rdev,
+		Nlink: 1,
+		Mtim:  unix.Timespec{Sec: hdr.ModTime.Truncate(time.Second).Unix()},
+	}
+}
+
+// result ends the digest and returns it with the canonical tar's size, or
+// ok false when it was given up or failed (why says why).
+func (d *streamDigest) result() (dg Digest, size int64, why string, ok bool) {
+	if d == nil {
+		return "", 0, "no streamed digest", false
+	}
+	d.stop()
+	switch {
+	case d.lost != "":
+		return "", 0, d.lost, false
+	case d.hashErr != nil:
+		return "", 0, d.hashErr.Error(), false
+	}
+	return digestFromSum(d.sum), d.size, "", true
+}
+
+// stop ends the hashing goroutine and waits for it (idempotent). Entries
+// made after it give the digest up.
+func (d *streamDigest) stop() {
+	if d == nil || d.closed {
+		return
+	}
+	d.closed = true
+	close(d.items)
+	<-d.done
+}
