@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"time"
 
 	"github.com/sandboxd/sandboxd/internal/image"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
@@ -26,29 +25,52 @@ func digestsOf(info sandbox.ImageInfo) []image.Digest {
 	return out
 }
 
-func (a imageAdapter) ImageFromDiff(ctx context.Context, base sandbox.ImageInfo, diff sandbox.RootfsDiff, source string, ttl time.Duration) (sandbox.ImageInfo, error) {
+func (a imageAdapter) ImageFromDiff(ctx context.Context, base sandbox.ImageInfo, diff sandbox.RootfsDiff, source string, o sandbox.ImageOptions) (sandbox.ImageInfo, error) {
 	d, err := a.s.AddLayerFromUpperTar(ctx, diff.Tar, image.KeepExcept(diff.Exclude...))
 	if err != nil {
 		return sandbox.ImageInfo{}, err
 	}
+	layers := append(digestsOf(base), d)
+	if err := a.waitDurable(ctx, layers, o); err != nil {
+		return sandbox.ImageInfo{}, err
+	}
 	cfg := image.ImageConfig{Env: base.Env, Workdir: base.Workdir}
-	im, err := a.s.CreateImageWithTTL(ctx, append(digestsOf(base), d), cfg, source, ttl)
+	im, err := a.s.CreateImageWithTTL(ctx, layers, cfg, source, o.TTL)
 	if err != nil {
 		return sandbox.ImageInfo{}, err
 	}
 	return infoOf(im), nil
 }
 
-func (a imageAdapter) ImageFromDir(ctx context.Context, base sandbox.ImageInfo, diff sandbox.RootfsDiff, dir, source string, ttl time.Duration) (sandbox.ImageInfo, error) {
+func (a imageAdapter) ImageFromDir(ctx context.Context, base sandbox.ImageInfo, diff sandbox.RootfsDiff, dir, source string, o sandbox.ImageOptions) (sandbox.ImageInfo, error) {
 	d, err := a.s.AddDirLayer(ctx, digestsOf(base), diff.Tar, dir)
 	if err != nil {
 		return sandbox.ImageInfo{}, err
 	}
-	im, err := a.s.CreateImageWithTTL(ctx, []image.Digest{d}, image.ImageConfig{}, source, ttl)
+	if err := a.waitDurable(ctx, []image.Digest{d}, o); err != nil {
+		return sandbox.ImageInfo{}, err
+	}
+	im, err := a.s.CreateImageWithTTL(ctx, []image.Digest{d}, image.ImageConfig{}, source, o.TTL)
 	if err != nil {
 		return sandbox.ImageInfo{}, err
 	}
 	return infoOf(im), nil
+}
+
+// waitDurable waits, when o asks for it, until the layers of an image are
+// on disk, before the image is recorded: the new layer, and those below it
+// (the sandbox may have started from a snapshot still being flushed; a
+// durable layer costs one query).
+func (a imageAdapter) waitDurable(ctx context.Context, layers []image.Digest, o sandbox.ImageOptions) error {
+	if !o.WaitDurable {
+		return nil
+	}
+	for _, d := range layers {
+		if err := a.s.WaitDurable(ctx, d); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (a imageAdapter) DeleteImage(ctx context.Context, id string) error { return a.s.Delete(ctx, id) }

@@ -56,6 +56,7 @@ func prepareCmd(cfg *Config) *cobra.Command {
 				return err
 			}
 			defer db.Close()
+			defer imgs.Close()
 			return ensureBases(ctx, imgs, image.BaseNames(), os.Stdout)
 		},
 	}
@@ -93,6 +94,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		return err
 	}
 	defer db.Close()
+	defer imgs.Close() // the layers still being flushed reach the disk first
 	if !cfg.NoBaseBuild {
 		if err := ensureBases(ctx, imgs, image.BaseNames(), os.Stderr); err != nil {
 			return err

@@ -97,7 +97,7 @@ func (a imageAdapter) ResolveImage(ctx context.Context, ref string) (sandbox.Ima
 
 func viewOf(im image.Image) server.ImageView {
 	v := server.ImageView{ID: im.ID, Names: im.Names, Size: im.Size, CreatedAt: im.CreatedAt, Source: im.Source,
-		LastUsed: im.LastUsed, IdleTTL: im.IdleTTL, ExpiresAt: im.ExpiresAt}
+		LastUsed: im.LastUsed, IdleTTL: im.IdleTTL, ExpiresAt: im.ExpiresAt, Durable: im.Durable}
 	for _, l := range im.Layers {
 		v.Layers = append(v.Layers, string(l))
 	}

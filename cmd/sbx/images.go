@@ -40,14 +40,19 @@ func (f *ttlFlag) String() string {
 
 const ttlUsage = "life after last use: a duration (90m, 72h), or 0/never for no expiry"
 
+// syncUsage describes --sync of snapshot-fs and snapshot-dir.
+const syncUsage = "return once the image is on disk (survives a machine crash); without, its new layer is written in the background"
+
 func newSnapshotFSCmd(a *app) *cobra.Command {
 	var ttl ttlFlag
+	var sync bool
 	cmd := &cobra.Command{
-		Use:   "snapshot-fs [--ttl DUR] ID",
+		Use:   "snapshot-fs [--ttl DUR] [--sync] ID",
 		Short: "Record a running sandbox's root filesystem as an image and print its id",
 		Long: "Record a running sandbox's whole root filesystem as a new image (its image's layers plus\n" +
 			"one layer of its changes) and print the image id (im-...). The sandbox keeps running.\n" +
-			"Without --ttl the image lives until deleted. /tmp (a tmpfs) and mounted images are not included.",
+			"Without --ttl the image lives until deleted. /tmp (a tmpfs) and mounted images are not included.\n" +
+			"The image is usable at once; its new layer reaches the disk in the background unless --sync.",
 		Args: withUsage(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			client, err := a.newClient()
@@ -58,7 +63,7 @@ func newSnapshotFSCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			img, err := sb.SnapshotFilesystem(cmd.Context(), sandboxd.SnapshotOptions{TTL: ttl.d})
+			img, err := sb.SnapshotFilesystem(cmd.Context(), sandboxd.SnapshotOptions{TTL: ttl.d, WaitDurable: sync})
 			if err != nil {
 				return fmt.Errorf("snapshot-fs: %w", err)
 			}
@@ -67,17 +72,20 @@ func newSnapshotFSCmd(a *app) *cobra.Command {
 		},
 	}
 	cmd.Flags().Var(&ttl, "ttl", ttlUsage+" (default: no expiry)")
+	cmd.Flags().BoolVar(&sync, "sync", false, syncUsage)
 	return cmd
 }
 
 func newSnapshotDirCmd(a *app) *cobra.Command {
 	var ttl ttlFlag
+	var sync bool
 	cmd := &cobra.Command{
-		Use:   "snapshot-dir [--ttl DUR] ID PATH",
+		Use:   "snapshot-dir [--ttl DUR] [--sync] ID PATH",
 		Short: "Record one directory of a running sandbox as an image and print its id",
 		Long: "Record the tree at PATH (absolute) in a running sandbox as a new image holding it at its\n" +
 			"root, and print the image id (im-...). Mount it with create --mount IMAGE:/path.\n" +
-			"Without --ttl the image lives 30 days after its last use.",
+			"Without --ttl the image lives 30 days after its last use. The image is usable at once;\n" +
+			"its layer reaches the disk in the background unless --sync.",
 		Args: withUsage(cobra.ExactArgs(2)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			client, err := a.newClient()
@@ -88,7 +96,7 @@ func newSnapshotDirCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			img, err := sb.SnapshotDirectory(cmd.Context(), args[1], sandboxd.SnapshotOptions{TTL: ttl.d})
+			img, err := sb.SnapshotDirectory(cmd.Context(), args[1], sandboxd.SnapshotOptions{TTL: ttl.d, WaitDurable: sync})
 			if err != nil {
 				return fmt.Errorf("snapshot-dir: %w", err)
 			}
@@ -97,6 +105,7 @@ func newSnapshotDirCmd(a *app) *cobra.Command {
 		},
 	}
 	cmd.Flags().Var(&ttl, "ttl", ttlUsage+" (default: 30 days)")
+	cmd.Flags().BoolVar(&sync, "sync", false, syncUsage)
 	return cmd
 }
 
@@ -182,10 +191,12 @@ type imageView struct {
 	LastUsed  *time.Time `json:"last_used,omitempty"`
 	IdleTTL   string     `json:"idle_ttl,omitempty"`
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	Durable   bool       `json:"durable"` // all its layers are on disk
 }
 
 func newImageView(im sandboxd.Image) imageView {
-	v := imageView{ID: im.ID, Names: im.Names, Layers: im.Layers, SizeBytes: im.Size, Source: im.Source, CreatedAt: im.CreatedAt}
+	v := imageView{ID: im.ID, Names: im.Names, Layers: im.Layers, SizeBytes: im.Size, Source: im.Source, CreatedAt: im.CreatedAt,
+		Durable: im.Durable}
 	if v.Names == nil {
 		v.Names = []string{}
 	}

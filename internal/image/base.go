@@ -101,7 +101,13 @@ func (s *Store) EnsureBase(ctx context.Context, name string, progress io.Writer)
 	return s.createBase(ctx, name, m)
 }
 
+// createBase records base image name made of layer m.Digest, once the layer
+// is durable: a base image is made once and every snapshot of its sandboxes
+// builds on it, and the wait is short beside its build or import.
 func (s *Store) createBase(ctx context.Context, name string, m cacheManifest) (Image, error) {
+	if err := s.WaitDurable(ctx, m.Digest); err != nil {
+		return Image{}, err
+	}
 	im, err := s.CreateImage(ctx, []Digest{m.Digest}, m.Config, "base:"+name)
 	if err != nil {
 		return Image{}, err

@@ -22,11 +22,15 @@
 //	                       builds); anything in it at Startup is a crash leftover
 //
 // Metadata lives in the SQLite tables layers, images and image_names. The
-// crash-safe recipe is: write into tmp/, make it durable (an fsync of each
-// file and directory of a small tree of plain files, one syncfs otherwise),
-// rename into place, then record the row; delete removes rows first and
-// files after (moved into tmp/ at once, removed there in the background);
-// Startup removes what the rows do not know.
+// crash-safe recipe is: write into tmp/, rename into place, record the row
+// as not durable, then make it durable (an fsync of each file and directory
+// of a small tree of plain files, one syncfs otherwise; started while the
+// tree is digested, finished in the background; WaitDurable waits for it)
+// and mark the row durable; delete removes rows first and files after
+// (moved into tmp/ at once, removed there in the background); Startup
+// removes what the rows do not know, and checks the digest of each layer
+// not marked durable: intact (a daemon crash), it is marked; otherwise (a
+// machine crash) it is dropped with the images that use it.
 //
 // The canonical tar of a tree: entries in the order of a depth-first walk with
 // each directory's entries sorted by name; the root itself is not an entry;

@@ -131,39 +131,6 @@ func TestExtractorPlan(t *testing.T) {
 	}
 }
 
-func TestMakeDurable(t *testing.T) {
-	dir := t.TempDir()
-	must(t, os.MkdirAll(filepath.Join(dir, "a"), 0o755))
-	must(t, os.WriteFile(filepath.Join(dir, "a/f"), []byte("x"), 0o644))
-	for _, plan := range []syncPlan{
-		{files: []string{"a/f"}, dirs: []string{"a"}, ok: true},
-		{files: []string{"a"}, dirs: []string{"a/f"}, ok: true}, // replaced: falls back to syncfs
-		{ok: false},
-	} {
-		if err := makeDurable(dir, plan, nil); err != nil {
-			t.Errorf("plan %+v: got %v, want no error", plan, err)
-		}
-	}
-}
-
-func TestMakeDurableStopped(t *testing.T) {
-	// Paths that cannot be flushed: without stop, the fsyncs fail and so
-	// does the syncfs after them; stopped, nothing more is tried.
-	root := filepath.Join(t.TempDir(), "gone")
-	plan := syncPlan{files: []string{"f"}, ok: true}
-	if err := makeDurable(root, plan, nil); err == nil {
-		t.Fatalf("missing tree, not stopped: got no error, want one")
-	}
-	stop := make(chan struct{})
-	close(stop)
-	for _, p := range []syncPlan{plan, {ok: false}} {
-		want := p.ok // a syncfs, once begun, is not stopped
-		if err := makeDurable(root, p, stop); (err == nil) != want {
-			t.Errorf("plan %+v, stopped: got %v, want error: %v", p, err, !want)
-		}
-	}
-}
-
 func TestTrash(t *testing.T) {
 	tr := newTrash(testLogger(t))
 	tr.wait() // nothing queued: returns at once

@@ -56,6 +56,8 @@ func newTestStore(t testing.TB, bases BaseConfig) (*Store, *fakeClock) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The layers' flushes end before the database closes.
+	t.Cleanup(s.Close)
 	s.checkStreamed = true // every streamed digest is checked against a walk
 	if err := s.Startup(context.Background()); err != nil {
 		t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"path"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -37,6 +38,10 @@ type Image struct {
 	// counts as one); zero: no expiry. ExpiresAt follows from it (zero: never).
 	IdleTTL   time.Duration
 	ExpiresAt time.Time
+	// Durable: all its layers are on disk. A new layer is recorded before
+	// it reaches the disk (see WaitDurable); a machine crash before that
+	// loses the image (Startup drops it).
+	Durable bool
 }
 
 const idPrefix = "im-"
@@ -229,7 +234,35 @@ func (s *Store) query(ctx context.Context, where string, args ...any) ([]Image, 
 		return nil, err
 	}
 	rows.Close()
+	if err := s.fillDurable(ctx, ims); err != nil {
+		return nil, err
+	}
 	return ims, s.fillNames(ctx, ims)
+}
+
+// fillDurable sets each image's Durable: none of its layers is waiting for
+// its flush (usually no layer is, and this is one short query).
+func (s *Store) fillDurable(ctx context.Context, ims []Image) error {
+	if len(ims) == 0 {
+		return nil
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT digest FROM layers WHERE durable = 0`)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	pending := map[Digest]bool{}
+	for rows.Next() {
+		var d string
+		if err := rows.Scan(&d); err != nil {
+			return err
+		}
+		pending[Digest(d)] = true
+	}
+	for i := range ims {
+		ims[i].Durable = !slices.ContainsFunc(ims[i].Layers, func(d Digest) bool { return pending[d] })
+	}
+	return rows.Err()
 }
 
 func (s *Store) fillNames(ctx context.Context, ims []Image) error {

@@ -8,13 +8,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
-	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/sandboxd/sandboxd/internal/errdefs"
-	"github.com/sandboxd/sandboxd/internal/fsutil"
 )
 
 // AddLayerFromTar extracts the uncompressed tar read from r as a layer and
@@ -23,7 +20,8 @@ import (
 // passing through a symlink are refused with ErrInvalidArgument, and nothing
 // is kept. The digest is that of the extracted tree's canonical tar, not of
 // r's bytes. Adding a layer the store holds already returns its digest and
-// stores nothing new. Safe for concurrent use.
+// stores nothing new. The layer may reach the disk after this returns (see
+// storeTree): WaitDurable waits for that. Safe for concurrent use.
 func (s *Store) AddLayerFromTar(ctx context.Context, r io.Reader) (Digest, error) {
 	return s.addLayer(ctx, "layer from tar", func(x *extractor) error { return x.readTar(ctx, r) })
 }
@@ -73,46 +71,40 @@ func (s *Store) addLayer(ctx context.Context, what string, fill func(x *extracto
 }
 
 // storeTree stores the complete tree at tmp (a directory under tmp/ that the
-// caller gives up) as a layer and returns its digest: the tree is digested
-// while it is made durable (see makeDurable), then renamed into place and
-// recorded, so a layer is visible only once all of it is durable. When the
-// store holds the layer already, tmp is left for the caller to remove, and
-// its flush is neither finished nor waited for: the copy is thrown away,
-// and the stored layer was durable before it was recorded.
+// caller gives up) as a layer and returns its digest: the tree's flush to
+// disk starts (see startFlush) while it is digested, then the tree is
+// renamed into place and recorded as not durable, and storeTree returns;
+// the flush ends in the background and marks the layer durable (see
+// finishFlush; WaitDurable waits for it). When the store holds the layer
+// already, tmp is left for the caller to remove, and its flush is stopped
+// and not waited for: the copy is thrown away, and the stored layer has a
+// flush of its own.
 func (s *Store) storeTree(ctx context.Context, tmp string, plan syncPlan, o canonOptions, sd *streamDigest, st *stages) (Digest, error) {
-	synced := make(chan error, 1)
-	stop := make(chan struct{})
-	t0 := s.clock.Now()
-	var syncTook time.Duration
-	go func() {
-		err := makeDurable(tmp, plan, stop)
-		syncTook = s.clock.Now().Sub(t0)
-		synced <- err
-	}()
+	fl, err := s.startFlush(tmp, plan)
+	if err != nil {
+		return "", err
+	}
 	d, size, err := s.layerDigest(ctx, tmp, o, sd, st)
 	if err != nil {
-		close(stop)
-		<-synced
+		fl.abandon(true)
 		return "", fmt.Errorf("digest: %w", err)
 	}
 	if held, err := s.holdsLayer(ctx, d); err != nil {
-		close(stop)
-		<-synced
+		fl.abandon(true)
 		return "", fmt.Errorf("%s: %w", d, err)
 	} else if held {
-		close(stop) // the flush goroutine ends by itself; synced is buffered
+		fl.abandon(false) // the flush goroutine ends by itself
 		st.add("duplicate", true)
 		return d, nil
 	}
-	serr := <-synced
-	st.mark("sync_wait")
-	st.add("sync", syncTook.Round(time.Microsecond))
 	st.add("fsync_each", plan.ok)
-	if serr != nil {
-		return "", serr
-	}
-	if err := s.commitLayer(ctx, tmp, d, size); err != nil {
+	if committed, err := s.commitLayer(ctx, tmp, d, size, fl); err != nil {
+		fl.abandon(true)
 		return "", fmt.Errorf("%s: %w", d, err)
+	} else if !committed {
+		fl.abandon(false)
+		st.add("duplicate", true)
+		return d, nil
 	}
 	st.mark("commit")
 	return d, nil
@@ -146,8 +138,9 @@ func (s *Store) layerDigest(ctx context.Context, tmp string, o canonOptions, sd 
 }
 
 // holdsLayer reports whether layer d is recorded and its directory is in
-// place: a tree of digest d made now is a duplicate (storeTree asks before
-// waiting for the tree's flush, commitLayer again under s.mu).
+// place: a tree of digest d made now is a duplicate (storeTree asks once
+// the digest is known, commitLayer again under s.mu). The layer may not be
+// durable yet (see WaitDurable).
 func (s *Store) holdsLayer(ctx context.Context, d Digest) (bool, error) {
 	ok, err := s.hasLayer(ctx, d)
 	if err != nil || !ok {
@@ -157,139 +150,32 @@ func (s *Store) holdsLayer(ctx context.Context, d Digest) (bool, error) {
 	return err == nil, nil
 }
 
-// syncPlan says how to make an extracted tree durable: with ok, an fsync of
-// each of files, then of each of dirs (paths relative to the tree's root,
-// directories deepest first) and of the root; without, a syncfs.
-type syncPlan struct {
-	files, dirs []string
-	ok          bool
-}
-
-// below returns the plan with its paths made relative to dir, which they
-// all lie in (dir itself is the new root).
-func (p syncPlan) below(dir string) syncPlan {
-	out := syncPlan{ok: p.ok}
-	for _, f := range p.files {
-		out.files = append(out.files, strings.TrimPrefix(f, dir+"/"))
-	}
-	for _, d := range p.dirs {
-		if d != dir {
-			out.dirs = append(out.dirs, strings.TrimPrefix(d, dir+"/"))
-		}
-	}
-	return out
-}
-
-// makeDurable flushes the tree at root to disk as plan says. An fsync that
-// fails (a path a later entry replaced) falls back to syncfs. Closing stop
-// (nil: never) means the tree is not wanted any more: the fsyncs not
-// started yet are skipped and nil is returned (a syncfs under way cannot
-// be stopped; it runs to its end).
-func makeDurable(root string, plan syncPlan, stop <-chan struct{}) error {
-	if plan.ok {
-		if err := fsyncAll(root, plan, stop); err == nil || stopped(stop) {
-			return nil
-		}
-	}
-	return syncfs(root)
-}
-
-// stopped reports whether stop is closed.
-func stopped(stop <-chan struct{}) bool {
-	select {
-	case <-stop:
-		return true
-	default:
-		return false
-	}
-}
-
-// fsyncAll fsyncs plan's files and directories, a few at a time: each fsync
-// ends with a flush of the disk's cache, and fsyncs made together share the
-// wait (one after the other, a one-file layer waited for two flushes). The
-// tree is complete before this starts and becomes visible only after it
-// returns, so the order of the fsyncs does not matter. Once stop closes,
-// the fsyncs not started are skipped.
-func fsyncAll(root string, plan syncPlan, stop <-chan struct{}) error {
-	type job struct {
-		path  string
-		flags int
-	}
-	jobs := make([]job, 0, len(plan.files)+len(plan.dirs)+1)
-	for _, f := range plan.files {
-		jobs = append(jobs, job{filepath.Join(root, f), unix.O_RDONLY | unix.O_NOFOLLOW})
-	}
-	for _, d := range append(plan.dirs, "") {
-		jobs = append(jobs, job{filepath.Join(root, d), unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW})
-	}
-	workers := min(len(jobs), fsyncWorkers)
-	errs := make(chan error, workers)
-	next := make(chan job)
-	for range workers {
-		go func() {
-			var first error
-			for j := range next {
-				if err := fsyncPath(j.path, j.flags); err != nil && first == nil {
-					first = err
-				}
-			}
-			errs <- first
-		}()
-	}
-feed:
-	for _, j := range jobs {
-		select {
-		case next <- j:
-		case <-stop:
-			break feed // what is left is not wanted: see makeDurable
-		}
-	}
-	close(next)
-	var err error
-	for range workers {
-		if e := <-errs; e != nil && err == nil {
-			err = e
-		}
-	}
-	return err
-}
-
-// fsyncWorkers is how many fsyncs fsyncAll has under way at once.
-const fsyncWorkers = 8
-
-func fsyncPath(p string, flags int) error {
-	fd, err := unix.Open(p, flags|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return &os.PathError{Op: "open", Path: p, Err: err}
-	}
-	defer unix.Close(fd)
-	if err := unix.Fsync(fd); err != nil {
-		return &os.PathError{Op: "fsync", Path: p, Err: err}
-	}
-	return nil
-}
-
-// commitLayer renames the extracted tree tmp to its place and records it,
-// unless the store has the layer already.
-func (s *Store) commitLayer(ctx context.Context, tmp string, d Digest, size int64) error {
+// commitLayer renames the extracted tree tmp to its place and records it as
+// not durable, with f (tmp's flush) as its flush, finished in the background
+// by finishFlush; unless the store has the layer already (committed false:
+// f is the caller's to stop, tmp to remove).
+func (s *Store) commitLayer(ctx context.Context, tmp string, d Digest, size int64, f *flush) (committed bool, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	dst := s.LayerPath(d)
 	if held, err := s.holdsLayer(ctx, d); err != nil || held {
-		return err // held: stored once already; tmp is removed by the caller
+		return false, err // held: stored once already
 	}
 	if err := os.RemoveAll(dst); err != nil { // an unrecorded leftover
-		return err
+		return false, err
 	}
 	if err := os.Rename(tmp, dst); err != nil {
-		return err
+		return false, err
 	}
-	if err := fsutil.SyncDir(s.layersDir()); err != nil {
-		return err
+	// A row without its directory (lost, not yet dropped) is taken over.
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO layers (digest, size, created_at, durable) VALUES (?, ?, ?, 0)
+		ON CONFLICT(digest) DO UPDATE SET durable = 0`, string(d), size, s.clock.Now().UnixNano()); err != nil {
+		return false, err // the directory, unrecorded, goes at the next store of d or Startup
 	}
-	_, err := s.db.ExecContext(ctx, `INSERT OR IGNORE INTO layers (digest, size, created_at) VALUES (?, ?, ?)`,
-		string(d), size, s.clock.Now().UnixNano())
-	return err
+	s.flushes[d] = f
+	bctx := context.WithoutCancel(ctx)
+	s.bg.Go(func() { s.finishFlush(bctx, d, f) })
+	return true, nil
 }
 
 // AddLayerFromDir stores a copy of the tree at dir as a layer (dir is left as
@@ -331,20 +217,6 @@ func (s *Store) hasLayer(ctx context.Context, d Digest) (bool, error) {
 	var n int
 	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM layers WHERE digest = ?`, string(d)).Scan(&n)
 	return n > 0, err
-}
-
-// syncfs flushes the filesystem holding dir: one call instead of an fsync per
-// extracted file.
-func syncfs(dir string) error {
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return &os.PathError{Op: "open", Path: dir, Err: err}
-	}
-	defer unix.Close(fd)
-	if err := unix.Syncfs(fd); err != nil {
-		return &os.PathError{Op: "syncfs", Path: dir, Err: err}
-	}
-	return nil
 }
 
 // removeLayerDirs moves the given layers' directories into tmp/, where the

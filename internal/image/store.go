@@ -44,8 +44,18 @@ type Store struct {
 	clock Clock
 	bases BaseConfig
 
-	// mu serialises the step that renames a layer into place and records it.
+	// mu serialises the step that renames a layer into place and records it,
+	// and guards flushes.
 	mu sync.Mutex
+	// flushes are the background flushes of the layers recorded but not
+	// durable yet, by digest (see storeTree).
+	flushes map[Digest]*flush
+	// bg runs the goroutines of the flushes; Close waits for them.
+	bg group
+	// beforeMark (tests) is called when a layer's flush has ended, before
+	// the layer is marked durable; it may hold the mark back, or turn the
+	// flush's error (nil: success) into another.
+	beforeMark func(d Digest, err error) error
 	// buildMu serialises EnsureBase.
 	buildMu sync.Mutex
 	// trash removes the trees under tmp/ nobody needs any more.
@@ -64,7 +74,7 @@ func New(db *sql.DB, root string, log *slog.Logger, clock Clock, bases BaseConfi
 	if err != nil {
 		return nil, fmt.Errorf("image store root: %w", err)
 	}
-	s := &Store{db: db, root: root, log: log, clock: clock, bases: bases, trash: newTrash(log)}
+	s := &Store{db: db, root: root, log: log, clock: clock, bases: bases, trash: newTrash(log), flushes: map[Digest]*flush{}}
 	for _, d := range []string{s.layersDir(), s.tmpDir()} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("image store: %w", err)
@@ -117,7 +127,9 @@ func (s *Store) LayerPath(d Digest) string { return filepath.Join(s.layersDir(),
 // Startup removes crash leftovers: everything in tmp/, and layer directories
 // the metadata does not know. Known layers whose directories are gone are
 // dropped from the metadata with the images that use them (logged as lost).
-// Call it once, before the store is used.
+// Known layers not marked durable (a crash cut their flush short) are
+// checked: kept and marked durable if intact, dropped like the lost ones
+// otherwise (see checkPending). Call it once, before the store is used.
 func (s *Store) Startup(ctx context.Context) error {
 	tmp, err := os.ReadDir(s.tmpDir())
 	if err != nil {
@@ -128,18 +140,19 @@ func (s *Store) Startup(ctx context.Context) error {
 			return fmt.Errorf("image startup: %w", err)
 		}
 	}
-	known := map[string]bool{}
-	rows, err := s.db.QueryContext(ctx, `SELECT digest FROM layers`)
+	known := map[string]bool{} // hex -> durable
+	rows, err := s.db.QueryContext(ctx, `SELECT digest, durable FROM layers`)
 	if err != nil {
 		return fmt.Errorf("image startup: %w", err)
 	}
 	for rows.Next() {
 		var d string
-		if err := rows.Scan(&d); err != nil {
+		var durable bool
+		if err := rows.Scan(&d, &durable); err != nil {
 			rows.Close()
 			return fmt.Errorf("image startup: %w", err)
 		}
-		known[Digest(d).Hex()] = true
+		known[Digest(d).Hex()] = durable
 	}
 	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
 		return fmt.Errorf("image startup: %w", err)
@@ -148,9 +161,13 @@ func (s *Store) Startup(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("image startup: %w", err)
 	}
+	var pending []Digest
 	for _, e := range dirs {
-		if known[e.Name()] {
+		if durable, ok := known[e.Name()]; ok {
 			delete(known, e.Name())
+			if !durable {
+				pending = append(pending, Digest(digestPrefix+e.Name()))
+			}
 			continue
 		}
 		s.log.Info("removing unrecorded layer", "layer", e.Name())
@@ -158,17 +175,29 @@ func (s *Store) Startup(ctx context.Context) error {
 			return fmt.Errorf("image startup: %w", err)
 		}
 	}
-	for hex := range known {
-		if err := s.dropLostLayer(ctx, Digest(digestPrefix+hex)); err != nil {
+	for hex, durable := range known {
+		if err := s.dropLostLayer(ctx, Digest(digestPrefix+hex), !durable, errors.New("its directory is missing")); err != nil {
 			return fmt.Errorf("image startup: %w", err)
+		}
+	}
+	for _, d := range pending {
+		if err := s.checkPending(ctx, d); err != nil {
+			return fmt.Errorf("image startup: layer %s: %w", d, err)
 		}
 	}
 	return nil
 }
 
-// dropLostLayer forgets a recorded layer whose directory is gone, and the
-// images built on it.
-func (s *Store) dropLostLayer(ctx context.Context, d Digest) error {
+// dropLostLayer forgets a recorded layer that cannot be used (detail says
+// why), and the images built on it, then removes its directory if any.
+// unflushed says the layer was not durable: the machine stopped before it
+// was written to disk, and the loss is logged at error level (else, a
+// directory that went missing, at warning level).
+func (s *Store) dropLostLayer(ctx context.Context, d Digest, unflushed bool, detail error) error {
+	level, why := slog.LevelWarn, "its layer directory is missing"
+	if unflushed {
+		level, why = slog.LevelError, "the machine stopped before its layer was written to disk"
+	}
 	imgs, err := s.List(ctx)
 	if err != nil {
 		return err
@@ -178,20 +207,25 @@ func (s *Store) dropLostLayer(ctx context.Context, d Digest) error {
 		return err
 	}
 	defer tx.Rollback()
+	var lost []string
 	for _, im := range imgs {
 		for _, l := range im.Layers {
 			if l == d {
-				s.log.Warn("image lost: its layer directory is missing", "image", im.ID, "layer", d)
+				s.log.Log(ctx, level, "image lost: "+why, "image", im.ID, "names", im.Names, "source", im.Source, "layer", d)
 				if err := deleteImageRows(ctx, tx, im.ID); err != nil {
 					return err
 				}
+				lost = append(lost, im.ID)
 				break
 			}
 		}
 	}
-	s.log.Warn("layer lost: its directory is missing", "layer", d)
+	s.log.Log(ctx, level, "layer lost: "+why, "layer", d, "detail", detail, "images", lost)
 	if _, err := tx.ExecContext(ctx, `DELETE FROM layers WHERE digest = ?`, string(d)); err != nil {
 		return err
 	}
-	return tx.Commit()
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	return s.removeLayerDirs([]Digest{d})
 }

@@ -41,16 +41,26 @@ type RootfsDiffer interface {
 type ImageBuilder interface {
 	// ImageFromDiff stores diff (minus diff.Exclude) as a layer and records
 	// the image made of base's layers plus that layer, with base's config.
-	// ttl is the image's life after its last use (zero: no expiry).
-	ImageFromDiff(ctx context.Context, base ImageInfo, diff RootfsDiff, source string, ttl time.Duration) (ImageInfo, error)
+	ImageFromDiff(ctx context.Context, base ImageInfo, diff RootfsDiff, source string, o ImageOptions) (ImageInfo, error)
 	// ImageFromDir records a one-layer image holding the tree at dir (an
 	// absolute path) of the root made of base's layers with diff on top, at
 	// the image's root, with an empty config.
-	ImageFromDir(ctx context.Context, base ImageInfo, diff RootfsDiff, dir, source string, ttl time.Duration) (ImageInfo, error)
+	ImageFromDir(ctx context.Context, base ImageInfo, diff RootfsDiff, dir, source string, o ImageOptions) (ImageInfo, error)
 	// DeleteImage deletes image id and the layers no other image uses.
 	DeleteImage(ctx context.Context, id string) error
 	// CollectExpired deletes the expired images inUse reports false for.
 	CollectExpired(ctx context.Context, inUse func(id string) bool) ([]string, error)
+}
+
+// ImageOptions tune how an ImageBuilder records an image.
+type ImageOptions struct {
+	// TTL is the image's life after its last use (zero: no expiry).
+	TTL time.Duration
+	// WaitDurable: return once the image's new layer is on disk. Without,
+	// the image is recorded, and usable, as soon as its layer is stored;
+	// the layer reaches the disk in the background, and a machine crash
+	// before that loses the image.
+	WaitDurable bool
 }
 
 // SnapshotOptions tune a snapshot.
@@ -59,16 +69,23 @@ type SnapshotOptions struct {
 	// (filesystem snapshots: no expiry; directory snapshots: 30 days); a zero
 	// TTL means no expiry.
 	TTL *time.Duration
+	// WaitDurable: return only once the image survives a machine crash
+	// (its new layer is on disk); see ImageOptions.
+	WaitDurable bool
 }
 
-func (o SnapshotOptions) ttl(def time.Duration) (time.Duration, error) {
+// imageOptions returns what o asks of the ImageBuilder, with def as the TTL
+// when o names none.
+func (o SnapshotOptions) imageOptions(def time.Duration) (ImageOptions, error) {
+	out := ImageOptions{TTL: def, WaitDurable: o.WaitDurable}
 	if o.TTL == nil {
-		return def, nil
+		return out, nil
 	}
 	if *o.TTL < 0 {
-		return 0, errdefs.Invalid("ttl %v is negative", *o.TTL)
+		return ImageOptions{}, errdefs.Invalid("ttl %v is negative", *o.TTL)
 	}
-	return *o.TTL, nil
+	out.TTL = *o.TTL
+	return out, nil
 }
 
 // snapshotDeps returns the abilities snapshots need, or ErrFailedPrecondition
@@ -117,10 +134,11 @@ func (m *Manager) rootfsDiff(ctx context.Context, id string, d RootfsDiffer, sb 
 // sandbox changed (files added or changed, deletions as whiteouts, modes,
 // ownership, symlinks, hard links). Identical snapshots give the same image.
 // What lives in other mounts (the /tmp tmpfs, mounted images) is not part of
-// it. Errors: ErrNotFound (no such sandbox), ErrFailedPrecondition (not
-// running), ErrInvalidArgument (bad TTL).
+// it. The image's new layer reaches the disk after this returns, unless
+// o.WaitDurable. Errors: ErrNotFound (no such sandbox), ErrFailedPrecondition
+// (not running), ErrInvalidArgument (bad TTL).
 func (m *Manager) SnapshotFilesystem(ctx context.Context, id string, o SnapshotOptions) (ImageInfo, error) {
-	ttl, err := o.ttl(0)
+	opts, err := o.imageOptions(0)
 	if err != nil {
 		return ImageInfo{}, err
 	}
@@ -135,11 +153,12 @@ func (m *Manager) SnapshotFilesystem(ctx context.Context, id string, o SnapshotO
 	}
 	defer diff.Tar.Close()
 	opened := m.clock.Now()
-	img, err := b.ImageFromDiff(ctx, base, diff, "snapshot-fs:"+id, ttl)
+	img, err := b.ImageFromDiff(ctx, base, diff, "snapshot-fs:"+id, opts)
 	if err != nil {
 		return ImageInfo{}, fmt.Errorf("snapshot filesystem of %s: %w", id, err)
 	}
-	m.log.Info("filesystem snapshot", "sandbox_id", id, "image", img.ID, "took", m.clock.Now().Sub(start), "diff_open", opened.Sub(start))
+	m.log.Info("filesystem snapshot", "sandbox_id", id, "image", img.ID, "took", m.clock.Now().Sub(start), "diff_open", opened.Sub(start),
+		"wait_durable", opts.WaitDurable)
 	return img, nil
 }
 
@@ -153,7 +172,7 @@ func (m *Manager) SnapshotDirectory(ctx context.Context, id, dir string, o Snaps
 	if err := CheckMountPath(dir); err != nil {
 		return ImageInfo{}, err
 	}
-	ttl, err := o.ttl(DefaultDirSnapshotTTL)
+	opts, err := o.imageOptions(DefaultDirSnapshotTTL)
 	if err != nil {
 		return ImageInfo{}, err
 	}
@@ -178,11 +197,12 @@ func (m *Manager) SnapshotDirectory(ctx context.Context, id, dir string, o Snaps
 	}
 	defer diff.Tar.Close()
 	opened := m.clock.Now()
-	img, err := b.ImageFromDir(ctx, base, diff, path.Clean(dir), "snapshot-dir:"+id+":"+path.Clean(dir), ttl)
+	img, err := b.ImageFromDir(ctx, base, diff, path.Clean(dir), "snapshot-dir:"+id+":"+path.Clean(dir), opts)
 	if err != nil {
 		return ImageInfo{}, fmt.Errorf("snapshot directory %s of %s: %w", dir, id, err)
 	}
-	m.log.Info("directory snapshot", "sandbox_id", id, "dir", dir, "image", img.ID, "took", m.clock.Now().Sub(start), "diff_open", opened.Sub(start))
+	m.log.Info("directory snapshot", "sandbox_id", id, "dir", dir, "image", img.ID, "took", m.clock.Now().Sub(start), "diff_open", opened.Sub(start),
+		"wait_durable", opts.WaitDurable)
 	return img, nil
 }
 

@@ -33,11 +33,11 @@ func (f *fakeImageStore) ResolveImage(ctx context.Context, ref string) (ImageInf
 	return ImageInfo{ID: ref, Layers: []string{"sha256:" + ref}}, nil
 }
 
-func (f *fakeImageStore) ImageFromDiff(context.Context, ImageInfo, RootfsDiff, string, time.Duration) (ImageInfo, error) {
+func (f *fakeImageStore) ImageFromDiff(context.Context, ImageInfo, RootfsDiff, string, ImageOptions) (ImageInfo, error) {
 	return ImageInfo{}, errors.New("not in this fake")
 }
 
-func (f *fakeImageStore) ImageFromDir(context.Context, ImageInfo, RootfsDiff, string, string, time.Duration) (ImageInfo, error) {
+func (f *fakeImageStore) ImageFromDir(context.Context, ImageInfo, RootfsDiff, string, string, ImageOptions) (ImageInfo, error) {
 	return ImageInfo{}, errors.New("not in this fake")
 }
 

@@ -21,13 +21,14 @@ type ImageView struct {
 	LastUsed  time.Time     // zero: never
 	IdleTTL   time.Duration // zero: no expiry
 	ExpiresAt time.Time     // zero: never
+	Durable   bool          // all its layers are on disk
 }
 
 type imageService struct{ s *Server }
 
 func imageToPB(v ImageView) *pb.Image {
 	im := &pb.Image{Id: v.ID, Names: v.Names, Layers: v.Layers, SizeBytes: v.Size, CreatedAt: ts(v.CreatedAt), Source: v.Source,
-		LastUsed: ts(v.LastUsed), ExpiresAt: ts(v.ExpiresAt)}
+		LastUsed: ts(v.LastUsed), ExpiresAt: ts(v.ExpiresAt), Durable: v.Durable}
 	if v.IdleTTL > 0 {
 		im.IdleTtl = durationpb.New(v.IdleTTL)
 	}

@@ -27,6 +27,7 @@ func (h *imageService) CreateFilesystemSnapshot(ctx context.Context, req *connec
 	if err != nil {
 		return nil, toRPC(err)
 	}
+	o.WaitDurable = req.Msg.WaitDurable
 	img, err := h.s.Sandboxes.SnapshotFilesystem(ctx, req.Msg.SandboxId, o)
 	if err != nil {
 		return nil, toRPC(err)
@@ -43,6 +44,7 @@ func (h *imageService) CreateDirectorySnapshot(ctx context.Context, req *connect
 	if err != nil {
 		return nil, toRPC(err)
 	}
+	o.WaitDurable = req.Msg.WaitDurable
 	img, err := h.s.Sandboxes.SnapshotDirectory(ctx, req.Msg.SandboxId, req.Msg.Path, o)
 	if err != nil {
 		return nil, toRPC(err)

@@ -102,4 +102,11 @@ CREATE TABLE live_mounts (
 );
 CREATE INDEX live_mounts_image ON live_mounts(image_id);
 `,
+	// 5: layers recorded before their files reach the disk (a snapshot's
+	// layer is flushed in the background). Layers recorded before this
+	// migration were flushed first: durable.
+	`
+ALTER TABLE layers ADD COLUMN durable INTEGER NOT NULL DEFAULT 1; -- 0: not yet known to be on disk (checked at start-up)
+CREATE INDEX layers_not_durable ON layers(digest) WHERE durable = 0;
+`,
 }

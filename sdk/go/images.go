@@ -22,10 +22,15 @@ type Image struct {
 	LastUsed  time.Time     // zero: not used since created
 	IdleTTL   time.Duration // life after last use; zero: no expiry
 	ExpiresAt time.Time     // zero: never
+	// Durable: all its layers are on disk. A snapshot's new layer reaches
+	// the disk after the snapshot call returns (unless it set
+	// SnapshotOptions.WaitDurable); a machine crash before that loses the
+	// image.
+	Durable bool
 }
 
 func imageFromPB(m *pb.Image) Image {
-	im := Image{ID: m.Id, Names: m.Names, Layers: m.Layers, Size: m.SizeBytes, Source: m.Source}
+	im := Image{ID: m.Id, Names: m.Names, Layers: m.Layers, Size: m.SizeBytes, Source: m.Source, Durable: m.Durable}
 	if m.CreatedAt != nil {
 		im.CreatedAt = m.CreatedAt.AsTime()
 	}
@@ -76,6 +81,11 @@ type SnapshotOptions struct {
 	// it counts as use). Nil keeps the default: no expiry for filesystem
 	// snapshots, 30 days for directory snapshots. A zero TTL means no expiry.
 	TTL *time.Duration
+	// WaitDurable makes the call return only once the image is on disk and
+	// survives a machine crash. Without it, the call returns as soon as the
+	// image is recorded (usable at once) and its new layer is written to
+	// disk in the background (see Image.Durable).
+	WaitDurable bool
 }
 
 func (o SnapshotOptions) ttlPB() *durationpb.Duration {
@@ -91,7 +101,7 @@ func (o SnapshotOptions) ttlPB() *durationpb.Duration {
 // mounted images are not part of it.
 func (s *Sandbox) SnapshotFilesystem(ctx context.Context, o SnapshotOptions) (Image, error) {
 	resp, err := s.c.images.CreateFilesystemSnapshot(ctx, connect.NewRequest(&pb.CreateFilesystemSnapshotRequest{
-		SandboxId: s.ID, Ttl: o.ttlPB(),
+		SandboxId: s.ID, Ttl: o.ttlPB(), WaitDurable: o.WaitDurable,
 	}))
 	if err != nil {
 		return Image{}, wrap(err)
@@ -104,7 +114,7 @@ func (s *Sandbox) SnapshotFilesystem(ctx context.Context, o SnapshotOptions) (Im
 // other sandboxes.
 func (s *Sandbox) SnapshotDirectory(ctx context.Context, path string, o SnapshotOptions) (Image, error) {
 	resp, err := s.c.images.CreateDirectorySnapshot(ctx, connect.NewRequest(&pb.CreateDirectorySnapshotRequest{
-		SandboxId: s.ID, Path: path, Ttl: o.ttlPB(),
+		SandboxId: s.ID, Path: path, Ttl: o.ttlPB(), WaitDurable: o.WaitDurable,
 	}))
 	if err != nil {
 		return Image{}, wrap(err)

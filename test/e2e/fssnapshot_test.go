@@ -158,9 +158,15 @@ func TestFilesystemSnapshotChain(t *testing.T) {
 	for i, step := range steps {
 		runScript(t, sb, step)
 		want := manifest(t, sb)
-		img, err := sb.SnapshotFilesystem(ctx, sandboxd.SnapshotOptions{})
+		// The second waits until durable, on top of a layer that may still
+		// be flushed in the background.
+		wait := i == 1
+		img, err := sb.SnapshotFilesystem(ctx, sandboxd.SnapshotOptions{WaitDurable: wait})
 		if err != nil {
 			t.Fatalf("snapshot %d: %v", i+1, err)
+		}
+		if wait && !img.Durable {
+			t.Errorf("snapshot %d with WaitDurable: got Durable false, want true", i+1)
 		}
 		if len(img.Layers) != i+2 {
 			t.Errorf("snapshot %d: got %d layers, want %d", i+1, len(img.Layers), i+2)
@@ -260,7 +266,7 @@ func TestImagesCLI(t *testing.T) {
 	if _, errs, code := sbx(t, "", "exec", id, "--", "sh", "-c", "echo cli > /cli"); code != 0 {
 		t.Fatalf("exec: %s", errs)
 	}
-	out, errs, code := sbx(t, "", "snapshot-fs", "--ttl", "2h", id)
+	out, errs, code := sbx(t, "", "snapshot-fs", "--ttl", "2h", "--sync", id)
 	img := strings.TrimSpace(out)
 	if code != 0 || !strings.HasPrefix(img, "im-") || strings.Count(out, "\n") != 1 {
 		t.Fatalf("snapshot-fs: got %q / %q code %d, want the image id alone", out, errs, code)
@@ -281,9 +287,10 @@ func TestImagesCLI(t *testing.T) {
 		IdleTTL   string   `json:"idle_ttl"`
 		ExpiresAt string   `json:"expires_at"`
 		LastUsed  string   `json:"last_used"`
+		Durable   bool     `json:"durable"`
 	}
 	if err := json.Unmarshal([]byte(out), &v); err != nil || code != 0 || v.ID != img || len(v.Layers) != 2 ||
-		v.IdleTTL != "2h0m0s" || v.ExpiresAt == "" || v.LastUsed == "" {
+		v.IdleTTL != "2h0m0s" || v.ExpiresAt == "" || v.LastUsed == "" || !v.Durable {
 		t.Errorf("images inspect: got %+v (%v) code %d from %q", v, err, code, out)
 	}
 	user := sbxCreate(t, "--image", img)

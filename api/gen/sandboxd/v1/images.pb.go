@@ -39,7 +39,12 @@ type Image struct {
 	// How long the image lives after its last use; unset: no expiry.
 	IdleTtl *durationpb.Duration `protobuf:"bytes,8,opt,name=idle_ttl,json=idleTtl,proto3" json:"idle_ttl,omitempty"`
 	// When it expires unless used again; unset: never.
-	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// Whether all of its layers are on disk. A snapshot's new layer is
+	// written to disk in the background after the snapshot call returns
+	// (unless it asked for wait_durable); a machine crash before that loses
+	// the image.
+	Durable       bool `protobuf:"varint,10,opt,name=durable,proto3" json:"durable,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -135,6 +140,13 @@ func (x *Image) GetExpiresAt() *timestamppb.Timestamp {
 		return x.ExpiresAt
 	}
 	return nil
+}
+
+func (x *Image) GetDurable() bool {
+	if x != nil {
+		return x.Durable
+	}
+	return false
 }
 
 // ImageMount mounts an image at a path of a sandbox (copy-on-write: writes
@@ -443,7 +455,11 @@ type CreateFilesystemSnapshotRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	SandboxId string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
 	// Life after last use. Unset: no expiry. Zero: no expiry.
-	Ttl           *durationpb.Duration `protobuf:"bytes,2,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	Ttl *durationpb.Duration `protobuf:"bytes,2,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// Return only once the image's new layer is on disk (it survives a
+	// machine crash). False: return as soon as the image is recorded; its
+	// layer reaches the disk in the background (see Image.durable).
+	WaitDurable   bool `protobuf:"varint,3,opt,name=wait_durable,json=waitDurable,proto3" json:"wait_durable,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -490,6 +506,13 @@ func (x *CreateFilesystemSnapshotRequest) GetTtl() *durationpb.Duration {
 		return x.Ttl
 	}
 	return nil
+}
+
+func (x *CreateFilesystemSnapshotRequest) GetWaitDurable() bool {
+	if x != nil {
+		return x.WaitDurable
+	}
+	return false
 }
 
 type CreateFilesystemSnapshotResponse struct {
@@ -541,7 +564,9 @@ type CreateDirectorySnapshotRequest struct {
 	SandboxId string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
 	Path      string                 `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"` // absolute, not "/"
 	// Life after last use. Unset: 30 days. Zero: no expiry.
-	Ttl           *durationpb.Duration `protobuf:"bytes,3,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	Ttl *durationpb.Duration `protobuf:"bytes,3,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// As in CreateFilesystemSnapshotRequest.
+	WaitDurable   bool `protobuf:"varint,4,opt,name=wait_durable,json=waitDurable,proto3" json:"wait_durable,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -597,6 +622,13 @@ func (x *CreateDirectorySnapshotRequest) GetTtl() *durationpb.Duration {
 	return nil
 }
 
+func (x *CreateDirectorySnapshotRequest) GetWaitDurable() bool {
+	if x != nil {
+		return x.WaitDurable
+	}
+	return false
+}
+
 type CreateDirectorySnapshotResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Image         *Image                 `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
@@ -645,7 +677,7 @@ var File_sandboxd_v1_images_proto protoreflect.FileDescriptor
 
 const file_sandboxd_v1_images_proto_rawDesc = "" +
 	"\n" +
-	"\x18sandboxd/v1/images.proto\x12\vsandboxd.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe1\x02\n" +
+	"\x18sandboxd/v1/images.proto\x12\vsandboxd.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfb\x02\n" +
 	"\x05Image\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05names\x18\x02 \x03(\tR\x05names\x12\x16\n" +
@@ -658,7 +690,9 @@ const file_sandboxd_v1_images_proto_rawDesc = "" +
 	"\tlast_used\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\blastUsed\x124\n" +
 	"\bidle_ttl\x18\b \x01(\v2\x19.google.protobuf.DurationR\aidleTtl\x129\n" +
 	"\n" +
-	"expires_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"6\n" +
+	"expires_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x18\n" +
+	"\adurable\x18\n" +
+	" \x01(\bR\adurable\"6\n" +
 	"\n" +
 	"ImageMount\x12\x14\n" +
 	"\x05image\x18\x01 \x01(\tR\x05image\x12\x12\n" +
@@ -672,18 +706,20 @@ const file_sandboxd_v1_images_proto_rawDesc = "" +
 	"\x05image\x18\x01 \x01(\v2\x12.sandboxd.v1.ImageR\x05image\"&\n" +
 	"\x12DeleteImageRequest\x12\x10\n" +
 	"\x03ref\x18\x01 \x01(\tR\x03ref\"\x15\n" +
-	"\x13DeleteImageResponse\"m\n" +
+	"\x13DeleteImageResponse\"\x90\x01\n" +
 	"\x1fCreateFilesystemSnapshotRequest\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12+\n" +
-	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"L\n" +
+	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12!\n" +
+	"\fwait_durable\x18\x03 \x01(\bR\vwaitDurable\"L\n" +
 	" CreateFilesystemSnapshotResponse\x12(\n" +
-	"\x05image\x18\x01 \x01(\v2\x12.sandboxd.v1.ImageR\x05image\"\x80\x01\n" +
+	"\x05image\x18\x01 \x01(\v2\x12.sandboxd.v1.ImageR\x05image\"\xa3\x01\n" +
 	"\x1eCreateDirectorySnapshotRequest\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\x12+\n" +
-	"\x03ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"K\n" +
+	"\x03ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12!\n" +
+	"\fwait_durable\x18\x04 \x01(\bR\vwaitDurable\"K\n" +
 	"\x1fCreateDirectorySnapshotResponse\x12(\n" +
 	"\x05image\x18\x01 \x01(\v2\x12.sandboxd.v1.ImageR\x05image2\xe7\x03\n" +
 	"\fImageService\x12M\n" +

@@ -1,0 +1,290 @@
+package image
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sandboxd/sandboxd/internal/errdefs"
+)
+
+func openTestDir(t *testing.T, dir string) int {
+	t.Helper()
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	must(t, err)
+	t.Cleanup(func() { unix.Close(fd) })
+	return fd
+}
+
+func TestMakeDurable(t *testing.T) {
+	dir := t.TempDir()
+	must(t, os.MkdirAll(filepath.Join(dir, "a"), 0o755))
+	must(t, os.WriteFile(filepath.Join(dir, "a/f"), []byte("x"), 0o644))
+	must(t, os.Symlink("a", filepath.Join(dir, "l")))
+	for _, plan := range []syncPlan{
+		{files: []string{"a/f"}, dirs: []string{"a"}, ok: true},
+		{files: []string{"a"}, dirs: []string{"a/f"}, ok: true}, // replaced: falls back to syncfs
+		{files: []string{"l/f"}, ok: true},                      // through a symlink: not followed, syncfs
+		{ok: false},
+	} {
+		if err := makeDurable(openTestDir(t, dir), plan, nil); err != nil {
+			t.Errorf("plan %+v: got %v, want no error", plan, err)
+		}
+	}
+	// The flush follows the tree when it is renamed.
+	fd := openTestDir(t, dir)
+	moved := filepath.Join(t.TempDir(), "moved")
+	must(t, os.Rename(dir, moved))
+	if err := fsyncAll(fd, syncPlan{files: []string{"a/f"}, dirs: []string{"a"}, ok: true}, nil); err != nil {
+		t.Errorf("after a rename: got %v, want no error", err)
+	}
+}
+
+func TestMakeDurableStopped(t *testing.T) {
+	// A root that cannot be flushed (no open directory): without stop, the
+	// fsyncs fail and so does the syncfs after them; stopped, nothing more
+	// is tried.
+	const bad = -1
+	plan := syncPlan{files: []string{"f"}, ok: true}
+	if err := makeDurable(bad, plan, nil); err == nil {
+		t.Fatalf("bad root, not stopped: got no error, want one")
+	}
+	stop := make(chan struct{})
+	close(stop)
+	for _, p := range []syncPlan{plan, {ok: false}} {
+		want := p.ok // a syncfs, once begun, is not stopped
+		if err := makeDurable(bad, p, stop); (err == nil) != want {
+			t.Errorf("plan %+v, stopped: got %v, want error: %v", p, err, !want)
+		}
+	}
+}
+
+// logBuffer keeps what a logger wrote, for tests that look for a line; safe
+// for concurrent use.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// recordLogs makes s log to t and to the returned buffer.
+func recordLogs(t *testing.T, s *Store) *logBuffer {
+	b := &logBuffer{}
+	s.log = slog.New(slog.NewTextHandler(io.MultiWriter(tWriter{t}, b), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	return b
+}
+
+func layerDurable(t *testing.T, s *Store, d Digest) bool {
+	t.Helper()
+	var durable bool
+	must(t, s.db.QueryRow(`SELECT durable FROM layers WHERE digest = ?`, string(d)).Scan(&durable))
+	return durable
+}
+
+// holdMarks holds back every layer's durable mark until the returned
+// function is called.
+func holdMarks(s *Store) (release func()) {
+	gate := make(chan struct{})
+	s.beforeMark = func(_ Digest, err error) error {
+		<-gate
+		return err
+	}
+	return sync.OnceFunc(func() { close(gate) })
+}
+
+func TestLayerDurableAfterItsFlush(t *testing.T) {
+	s, _ := newTestStore(t, BaseConfig{})
+	ctx := context.Background()
+	release := holdMarks(s)
+	defer release()
+	d, err := s.AddLayerFromDir(ctx, makeTree(t))
+	must(t, err)
+	// Recorded and usable, not durable yet.
+	if layerDurable(t, s, d) {
+		t.Fatalf("layer %s: got durable before its flush ended, want not durable", d)
+	}
+	im, err := s.CreateImage(ctx, []Digest{d}, ImageConfig{}, "test")
+	must(t, err)
+	if im.Durable {
+		t.Errorf("image on a layer being flushed: got Durable true, want false")
+	}
+	// A duplicate of the layer waits for the first copy's flush too.
+	d2, err := s.AddLayerFromDir(ctx, makeTree(t))
+	must(t, err)
+	if d2 != d {
+		t.Fatalf("same tree again: got %s, want %s", d2, d)
+	}
+	waited := make(chan error, 2)
+	for range 2 {
+		go func() { waited <- s.WaitDurable(ctx, d) }()
+	}
+	select {
+	case err := <-waited:
+		t.Fatalf("WaitDurable returned %v before the layer was marked durable", err)
+	default:
+	}
+	release()
+	for range 2 {
+		if err := <-waited; err != nil {
+			t.Fatalf("WaitDurable: got %v, want nil", err)
+		}
+	}
+	if !layerDurable(t, s, d) {
+		t.Errorf("layer %s: got not durable once WaitDurable returned, want durable", d)
+	}
+	if im, err := s.Get(ctx, im.ID); err != nil || !im.Durable {
+		t.Errorf("image: got Durable %v, %v; want true", im.Durable, err)
+	}
+	if err := s.WaitDurable(ctx, d); err != nil {
+		t.Errorf("WaitDurable on a durable layer: got %v, want nil", err)
+	}
+	if err := s.WaitDurable(ctx, Digest(digestPrefix+strings.Repeat("0", 64))); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("WaitDurable on an unknown layer: got %v, want ErrNotFound", err)
+	}
+}
+
+func TestLayerFlushFails(t *testing.T) {
+	s, _ := newTestStore(t, BaseConfig{})
+	ctx := context.Background()
+	logs := recordLogs(t, s)
+	s.beforeMark = func(Digest, error) error { return errors.New("injected write-back error") }
+	d, err := s.AddLayerFromDir(ctx, makeTree(t))
+	must(t, err)
+	for _, when := range []string{"during the flush", "after it"} {
+		if err := s.WaitDurable(ctx, d); err == nil || !strings.Contains(err.Error(), "not written to disk") {
+			t.Errorf("WaitDurable %s: got %v, want an error saying the layer is not written to disk", when, err)
+		}
+	}
+	s.bg.wait()
+	if layerDurable(t, s, d) {
+		t.Fatalf("layer %s: got durable after a failed flush, want not durable", d)
+	}
+	if !strings.Contains(logs.String(), "level=ERROR") {
+		t.Errorf("a failed flush logged no error:\n%s", logs)
+	}
+	// The next start-up finds it intact (the data is in the page cache).
+	s.beforeMark = nil
+	must(t, s.Startup(ctx))
+	if !layerDurable(t, s, d) {
+		t.Errorf("layer %s intact at start-up: got not durable, want durable", d)
+	}
+}
+
+func TestStartupChecksLayersNotDurable(t *testing.T) {
+	cases := []struct {
+		name   string
+		damage func(t *testing.T, dir string) // nil: none (a daemon crash)
+	}{
+		{"intact", nil},
+		{"file changed", func(t *testing.T, dir string) {
+			must(t, os.WriteFile(filepath.Join(dir, "a/b/file"), []byte("hellO"), 0o644))
+		}},
+		{"file removed", func(t *testing.T, dir string) { must(t, os.Remove(filepath.Join(dir, "top"))) }},
+		{"directory removed", func(t *testing.T, dir string) { must(t, os.RemoveAll(dir)) }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s, _ := newTestStore(t, BaseConfig{})
+			ctx := context.Background()
+			d, err := s.AddLayerFromDir(ctx, makeTree(t))
+			must(t, err)
+			im, err := s.CreateImage(ctx, []Digest{d}, ImageConfig{}, "test")
+			must(t, err)
+			must(t, s.SetName(ctx, "kept-or-lost", im.ID))
+			// Another image, on a layer of its own, is never touched.
+			other := makeTree(t)
+			must(t, os.WriteFile(filepath.Join(other, "extra"), []byte("x"), 0o644))
+			od, err := s.AddLayerFromDir(ctx, other)
+			must(t, err)
+			oim, err := s.CreateImage(ctx, []Digest{od}, ImageConfig{}, "other")
+			must(t, err)
+			s.bg.wait()
+			// As a crash in the middle of d's flush leaves it.
+			_, err = s.db.Exec(`UPDATE layers SET durable = 0 WHERE digest = ?`, string(d))
+			must(t, err)
+			if tc.damage != nil {
+				tc.damage(t, s.LayerPath(d))
+			}
+			logs := recordLogs(t, s)
+			must(t, s.Startup(ctx))
+			s.trash.wait()
+			if _, err := s.Get(ctx, oim.ID); err != nil {
+				t.Errorf("the other image: %v", err)
+			}
+			got, err := s.Resolve(ctx, "kept-or-lost")
+			if tc.damage == nil {
+				if err != nil || !got.Durable || !layerDurable(t, s, d) {
+					t.Fatalf("intact layer: got image %v (durable %v), layer durable %v; want both durable", err, got.Durable, layerDurable(t, s, d))
+				}
+				if strings.Contains(logs.String(), "level=ERROR") {
+					t.Errorf("an intact layer logged an error:\n%s", logs)
+				}
+				return
+			}
+			if !errors.Is(err, errdefs.ErrNotFound) {
+				t.Errorf("image on a damaged layer: got %v, want ErrNotFound", err)
+			}
+			if ok, err := s.hasLayer(ctx, d); err != nil || ok {
+				t.Errorf("damaged layer's record: got %v, %v; want gone", ok, err)
+			}
+			if _, err := os.Lstat(s.LayerPath(d)); !os.IsNotExist(err) {
+				t.Errorf("damaged layer's directory: got %v, want it removed", err)
+			}
+			for _, want := range []string{
+				`level=ERROR msg="image lost: the machine stopped before its layer was written to disk" image=` + im.ID,
+				`level=ERROR msg="layer lost: the machine stopped before its layer was written to disk" layer=` + string(d),
+			} {
+				if !strings.Contains(logs.String(), want) {
+					t.Errorf("log lacks %q:\n%s", want, logs)
+				}
+			}
+		})
+	}
+}
+
+func TestGroupWaitsForLateStarters(t *testing.T) {
+	var g group
+	g.wait() // nothing runs: returns at once
+	first, second, started := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	var ended sync.WaitGroup
+	ended.Add(2)
+	g.Go(func() {
+		defer ended.Done()
+		<-first
+		g.Go(func() { defer ended.Done(); <-second })
+		close(started)
+	})
+	waited := make(chan struct{})
+	go func() { g.wait(); close(waited) }()
+	close(first)
+	<-started // the second began while the wait was under way
+	select {
+	case <-waited:
+		t.Fatal("wait returned while a goroutine started during the wait still ran")
+	default:
+	}
+	close(second)
+	<-waited
+	ended.Wait()
+	g.wait() // idle again: returns at once
+}
