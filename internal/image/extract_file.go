@@ -26,10 +26,6 @@ import (
 // writes, other layers).
 const fsyncMax = 128
 
-// earlyWriteback is the size from which a file's writing out starts as soon
-// as it is extracted.
-const earlyWriteback = 1 << 20
-
 // plan returns how to make durable the part of the tree extracted so far
 // that lies below the clean relative path under ("" for the whole tree):
 // the files and directories to fsync (paths relative to the extraction's
@@ -162,12 +158,6 @@ func (x *extractor) writeFile(pfd int, dir, base string, hdr *tar.Header, mode u
 		prog.advance(n)
 		if n != hdr.Size {
 			return errdefs.Invalid("layer tar: %d bytes of %d", n, hdr.Size)
-		}
-		if hdr.Size >= earlyWriteback {
-			// Start writing it out now, while the rest comes in: the
-			// flush before the layer is recorded then has less to wait
-			// for. Only a hint: errors show at that flush.
-			unix.SyncFileRange(fd, 0, 0, unix.SYNC_FILE_RANGE_WRITE)
 		}
 	}
 	if len(hdr.PAXRecords) > 0 {
