@@ -24,6 +24,9 @@ type Config struct {
 	CacheDir     string
 	Mirror       string
 	Debug        bool
+	// CheckDigests checks every layer digest computed during extraction
+	// against a walk of the extracted tree (slower; for tests).
+	CheckDigests bool
 	NoBaseBuild  bool
 	// MaxFileSize caps files written through the file API (bytes; 0: none).
 	MaxFileSize int64
@@ -50,6 +53,7 @@ func (c *Config) AddFlags(f *pflag.FlagSet) {
 	f.StringVar(&c.CacheDir, "cache-dir", "/var/cache/sandboxd", "cache of built base images, shared by data directories")
 	f.StringVar(&c.Mirror, "debian-mirror", "", "Debian mirror for the debian-slim image (default: the host's apt sources)")
 	f.BoolVar(&c.Debug, "debug", false, "debug logging, runsc debug logs under DATA/logs/runsc")
+	f.BoolVar(&c.CheckDigests, "check-digests", false, "check each layer digest computed while extracting against a walk of the extracted tree (slower; for tests)")
 	f.BoolVar(&c.NoBaseBuild, "no-base-build", false, "serve: do not build missing base images at start-up")
 	f.Int64Var(&c.MaxFileSize, "max-file-size", 0, "serve: largest file (bytes) a write of the file API may make; 0 means no limit")
 	f.DurationVar(&c.FinishedRetention, "finished-retention", sandbox.DefaultRetention, "serve: how long a finished sandbox stays listable, with its logs, before it is forgotten; 0: forever")

@@ -38,6 +38,7 @@ func openImages(ctx context.Context, cfg *Config, log *slog.Logger) (*sql.DB, *i
 		db.Close()
 		return nil, nil, err
 	}
+	imgs.CheckStreamedDigests(cfg.CheckDigests)
 	if err := imgs.Startup(ctx); err != nil {
 		db.Close()
 		return nil, nil, err

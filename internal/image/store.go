@@ -61,11 +61,16 @@ type Store struct {
 	// trash removes the trees under tmp/ nobody needs any more.
 	trash *trash
 	// streamedDigests counts the layers digested while extracted (see
-	// streamDigest); with checkStreamed (tests), each is checked against
-	// a walk of the tree.
+	// streamDigest); with checkStreamed, each is checked against a walk of
+	// the tree.
 	streamedDigests atomic.Int64
 	checkStreamed   bool
 }
+
+// CheckStreamedDigests has each layer digest computed while extracting (see
+// streamDigest) checked against a walk of the extracted tree, which the
+// store then does for every layer (tests). Call before Startup.
+func (s *Store) CheckStreamedDigests(on bool) { s.checkStreamed = on }
 
 // New returns a store rooted at root (created if needed). db must carry the
 // schema of internal/store. Call Startup before serving.

@@ -197,7 +197,10 @@ func startDaemon(o daemonOpts) (_ *daemon, err error) {
 		return nil, err
 	}
 	args := append([]string{"serve", "--data-dir", dir, "--listen", addr,
-		"--if-prefix", o.prefix, "--network-cidr", o.cidr, "--no-base-build", "--debug"}, o.args...)
+		"--if-prefix", o.prefix, "--network-cidr", o.cidr, "--no-base-build", "--debug",
+		// Every snapshot's streamed digest checked against a walk: a
+		// mismatch fails the snapshot.
+		"--check-digests"}, o.args...)
 	cmd := exec.Command(filepath.Join(binDir, "sandboxd"), args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
