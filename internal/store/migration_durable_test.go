@@ -2,8 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
-	"path/filepath"
 	"testing"
 )
 
@@ -12,24 +10,8 @@ import (
 // can say they are not.
 func TestMigrationLayerDurable(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "meta.db")
-	db, err := sql.Open("sqlite", "file:"+path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	all := migrations
-	migrations = all[:4]
-	err = Migrate(ctx, db)
-	migrations = all
-	if err != nil {
-		t.Fatalf("migrate to 4: %v", err)
-	}
-	if _, err := db.ExecContext(ctx, `INSERT INTO layers (digest, size, created_at) VALUES ('sha256:old', 1, 1)`); err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
-
-	db, err = Open(ctx, path)
+	path := dbAtVersion(t, 4, `INSERT INTO layers (digest, size, created_at) VALUES ('sha256:old', 1, 1)`)
+	db, err := Open(ctx, path)
 	if err != nil {
 		t.Fatalf("upgrade: %v", err)
 	}

@@ -2,8 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
-	"path/filepath"
 	"testing"
 )
 
@@ -12,24 +10,8 @@ import (
 // sandbox.
 func TestMigrationLiveMounts(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "meta.db")
-	db, err := sql.Open("sqlite", "file:"+path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	all := migrations
-	migrations = all[:3]
-	err = Migrate(ctx, db)
-	migrations = all
-	if err != nil {
-		t.Fatalf("migrate to 3: %v", err)
-	}
-	if _, err := db.ExecContext(ctx, `INSERT INTO apps (name, created_at) VALUES ('a', 1)`); err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
-
-	db, err = Open(ctx, path)
+	path := dbAtVersion(t, 3, `INSERT INTO apps (name, created_at) VALUES ('a', 1)`)
+	db, err := Open(ctx, path)
 	if err != nil {
 		t.Fatalf("upgrade: %v", err)
 	}

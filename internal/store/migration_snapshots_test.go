@@ -2,8 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
-	"path/filepath"
 	"testing"
 )
 
@@ -11,24 +9,8 @@ import (
 // snapshot tables appear and the old rows stay.
 func TestMigrationSnapshots(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "meta.db")
-	db, err := sql.Open("sqlite", "file:"+path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	all := migrations
-	migrations = all[:1]
-	err = Migrate(ctx, db)
-	migrations = all
-	if err != nil {
-		t.Fatalf("migrate to 1: %v", err)
-	}
-	if _, err := db.ExecContext(ctx, `INSERT INTO apps (name, created_at) VALUES ('a', 1)`); err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
-
-	db, err = Open(ctx, path)
+	path := dbAtVersion(t, 1, `INSERT INTO apps (name, created_at) VALUES ('a', 1)`)
+	db, err := Open(ctx, path)
 	if err != nil {
 		t.Fatalf("upgrade: %v", err)
 	}
