@@ -80,7 +80,7 @@ runsc_current() {
 # `go install` compiles them at every sandbox start: 20-40 ms of each create
 # and restore, far more on a busy host), and the patches of
 # scripts/runsc-patches/ (each says why). Bump when the build changes.
-RUNSC_BUILD="seccomp-precompiled-1+patches-2"
+RUNSC_BUILD="seccomp-precompiled-1+patches-3"
 
 if ! runsc_current; then
   require_go
