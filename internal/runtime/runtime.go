@@ -176,8 +176,19 @@ func (r *Runtime) Close() error {
 		return errdefs.FailedPrecondition("close runtime: %d containers left in %s", len(ids), r.cfg.RootDir)
 	}
 	p := filepath.Join(r.cfg.RootDir, "null-netns")
-	if err := unix.Unmount(p, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("close runtime: unmount %s: %w", p, err)
+	// Unmounted until nothing is mounted there: runsc processes started
+	// together may each have mounted it (stacked mounts).
+	for i := 0; ; i++ {
+		err := unix.Unmount(p, unix.MNT_DETACH)
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("close runtime: unmount %s: %w", p, err)
+		}
+		if i == 64 {
+			return fmt.Errorf("close runtime: %s still mounted after %d unmounts", p, i+1)
+		}
 	}
 	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("close runtime: %w", err)

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/sandboxd/sandboxd/internal/errdefs"
 )
 
@@ -240,5 +242,34 @@ func TestCleanupCgroups(t *testing.T) {
 	}
 	if len(left) != 3 {
 		t.Errorf("got %v, want the 3 sb-2 dirs", left)
+	}
+}
+
+// Close unmounts the runsc root's null-netns however many times it was
+// mounted (runsc processes started together each mount it) and removes it.
+func TestCloseUnmountsStackedNullNetns(t *testing.T) {
+	requireEngine(t) // root, for the mounts
+	r, _ := newFake(t)
+	p := filepath.Join(r.cfg.RootDir, "null-netns")
+	if err := os.WriteFile(p, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if err := unix.Mount("/proc/self/ns/net", p, "", unix.MS_BIND, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		for unix.Unmount(p, unix.MNT_DETACH) == nil {
+		}
+	})
+	if err := r.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	if b, _ := os.ReadFile("/proc/self/mounts"); strings.Contains(string(b), p) {
+		t.Errorf("%s still mounted after Close", p)
+	}
+	if _, err := os.Lstat(p); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s still there after Close: %v", p, err)
 	}
 }
