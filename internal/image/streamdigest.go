@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"crypto/sha256"
 	"fmt"
+	"os"
 	"path"
 	"strings"
 	"sync"
@@ -169,7 +170,7 @@ func (d *streamDigest) write(tw *tar.Writer, it digestItem, buf []byte) error {
 			continue
 		}
 		if err != nil {
-			return &pathErr{it.hdr.Name, err}
+			return &os.PathError{Op: "read back", Path: it.hdr.Name, Err: err}
 		}
 		if n == 0 {
 			return fmt.Errorf("%s: shorter than written", it.hdr.Name)
@@ -181,14 +182,6 @@ func (d *streamDigest) write(tw *tar.Writer, it digestItem, buf []byte) error {
 	}
 	return nil
 }
-
-type pathErr struct {
-	name string
-	err  error
-}
-
-func (e *pathErr) Error() string { return e.name + ": " + e.err.Error() }
-func (e *pathErr) Unwrap() error { return e.err }
 
 // send queues it for the hash (after stop: gives the digest up).
 func (d *streamDigest) send(it digestItem) {
