@@ -218,8 +218,13 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 		err = unix.Symlinkat(hdr.Linkname, pfd, base)
 		x.unsyncable = true
 	case hdr.Typeflag == tar.TypeLink:
-		x.sd.giveUp("a hard link") // which name comes first is the tree's
-		return x.link(pfd, base, hdr.Linkname)
+		if err := x.link(pfd, base, hdr.Linkname); err != nil {
+			return err
+		}
+		if target, err := cleanRel(hdr.Linkname); err == nil {
+			x.sd.linked(rel, target)
+		}
+		return nil
 	case hdr.Typeflag == tar.TypeChar:
 		x.unsyncable = true
 		err = unix.Mknodat(pfd, base, unix.S_IFCHR|mode, int(unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor))))

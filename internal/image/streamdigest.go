@@ -21,8 +21,8 @@ import (
 // directory before what it holds: what runsc's tar gives with
 // scripts/runsc-patches/0002) and make nothing the canonical tar would
 // describe otherwise than the entry did. The extractor tells it each entry
-// it made (see made and madeFile); the first one it cannot vouch for (out of
-// order, a hard link, a file with extended attributes, an entry replacing
+// it made (see made, madeFile and linked); the first one it cannot vouch
+// for (out of order, a file with extended attributes, an entry replacing
 // another, a directory made implicitly) gives it up, and storeTree walks the
 // tree as before.
 //
@@ -44,15 +44,28 @@ type streamDigest struct {
 	// abandoned tells the hashing goroutine that lost is set: what is
 	// queued is dropped, not hashed.
 	abandoned atomic.Bool
-	items     chan digestItem
-	closed    bool
-	done      chan struct{}
-	sum       []byte
-	size      int64
-	hashErr   error
+	// files records the regular files made (by clean relative path): the
+	// status the canonical tar gives them and the name it gives their
+	// contents under (the first of their names), for hard links to them.
+	files   map[string]linkable
+	items   chan digestItem
+	closed  bool
+	done    chan struct{}
+	sum     []byte
+	size    int64
+	hashErr error
 }
 
 type openDir struct{ rel, last string }
+
+type linkable struct {
+	st    unix.Stat_t
+	first string
+}
+
+// linkableMax bounds the files recorded for hard links (a link to a file
+// beyond it gives the digest up).
+const linkableMax = 1 << 20
 
 // digestItem is one entry of the canonical tar: its header and, for a
 // regular file with contents, a descriptor to read them from (closed by
@@ -126,6 +139,7 @@ func newStreamDigest(under string) *streamDigest {
 	d := &streamDigest{
 		under: under,
 		open:  []openDir{{rel: under}},
+		files: map[string]linkable{},
 		items: make(chan digestItem, digestQueue),
 		done:  make(chan struct{}),
 	}
@@ -275,6 +289,9 @@ func (d *streamDigest) made(rel string, hdr *tar.Header, mode uint32, whiteout b
 		return
 	}
 	st := statOf(ft|mode, hdr, 0, rdev)
+	if ft == unix.S_IFREG {
+		d.remember(rel, name, st)
+	}
 	var xattrs map[string]string
 	if ft == unix.S_IFDIR {
 		xattrs = d.keptXattrs(rel, hdr, true)
@@ -298,6 +315,7 @@ func (d *streamDigest) madeFile(rel string, hdr *tar.Header, mode uint32, fd int
 		return
 	}
 	st := statOf(unix.S_IFREG|mode, hdr, hdr.Size, 0)
+	d.remember(rel, name, st)
 	d.send(digestItem{hdr: canonHeader(name, &st, nil, ""), fd: fd})
 }
 
@@ -324,8 +342,39 @@ func (d *streamDigest) madeBigFile(rel string, hdr *tar.Header, mode uint32, fd 
 	}
 	p := newFileProgress()
 	st := statOf(unix.S_IFREG|mode, hdr, hdr.Size, 0)
+	d.remember(rel, name, st)
 	d.send(digestItem{hdr: canonHeader(name, &st, nil, ""), fd: dup, prog: p})
 	return p
+}
+
+// remember records the regular file made at rel, named name in the layer,
+// with status st, for hard links to it.
+func (d *streamDigest) remember(rel, name string, st unix.Stat_t) {
+	if len(d.files) < linkableMax {
+		d.files[rel] = linkable{st: st, first: name}
+	}
+}
+
+// linked records the hard link the extractor made at rel to target (both
+// clean relative paths): the canonical tar has it as a link to the first
+// name of the file, with the file's status.
+func (d *streamDigest) linked(rel, target string) {
+	if !d.wants() {
+		return
+	}
+	f, ok := d.files[target]
+	if !ok {
+		d.giveUp(fmt.Sprintf("hard link %q to %q, not a file made before", rel, target))
+		return
+	}
+	name, ok := d.place(rel, false)
+	if !ok {
+		return
+	}
+	d.files[rel] = f
+	hdr := canonHeader(name, &f.st, nil, "")
+	hdr.Typeflag, hdr.Linkname, hdr.Size = tar.TypeLink, f.first, 0
+	d.send(digestItem{hdr: hdr, fd: -1})
 }
 
 // markedOpaque records that the directory rel was marked opaque: the

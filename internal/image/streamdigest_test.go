@@ -13,12 +13,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// snapshotTree makes a tree of what snapshots carry, without hard links and
-// without extended attributes on files (the streamed digest gives those
-// up): owners, modes with special bits, times, empty, small and big files
-// (big enough for the kernel's copy), symlinks, a fifo, a whiteout, an
-// opaque directory, a directory attribute, and names whose order differs
-// between a sort of whole paths and a walk ("a", "a-b", "a/x").
+// snapshotTree makes a tree of what snapshots carry, without extended
+// attributes on files (the streamed digest gives those up): owners, modes
+// with special bits, times, empty, small and big files (big enough for the
+// kernel's copy), hard links, symlinks, a fifo, a whiteout, an opaque
+// directory, a directory attribute, and names whose order differs between
+// a sort of whole paths and a walk ("a", "a-b", "a/x").
 func snapshotTree(t *testing.T) string {
 	t.Helper()
 	requireRoot(t)
@@ -43,6 +43,8 @@ func snapshotTree(t *testing.T) string {
 	}
 	must(t, os.Chmod(filepath.Join(dir, "b"), 0o1777))
 	must(t, os.Chmod(filepath.Join(dir, "b/c"), 0o2750))
+	must(t, os.Link(filepath.Join(dir, "a/z/mid"), filepath.Join(dir, "b/c/mid-link")))
+	must(t, os.Link(filepath.Join(dir, "b/c/mid-link"), filepath.Join(dir, "b/link2")))
 	must(t, os.Symlink("../a-b", filepath.Join(dir, "a/rel")))
 	must(t, os.Symlink("/nowhere", filepath.Join(dir, "abs")))
 	must(t, unix.Mkfifo(filepath.Join(dir, "b/fifo"), 0o620))
@@ -174,9 +176,10 @@ func TestStreamDigestGivesUp(t *testing.T) {
 		}, "was left"},
 		{"implicit directory", func(t *testing.T) *os.File { return tarOf(t, reg("d/f")) }, "without an entry"},
 		{"twice", func(t *testing.T) *os.File { return tarOf(t, reg("f"), reg("f")) }, "replaced"},
-		{"hard link", func(t *testing.T) *os.File {
-			return tarOf(t, reg("f"), &tar.Header{Name: "g", Typeflag: tar.TypeLink, Linkname: "f"})
-		}, "hard link"},
+		{"hard link to a symlink", func(t *testing.T) *os.File {
+			return tarOf(t, &tar.Header{Name: "f", Typeflag: tar.TypeSymlink, Linkname: "x"},
+				&tar.Header{Name: "g", Typeflag: tar.TypeLink, Linkname: "f"})
+		}, "not a file made before"},
 		{"file attribute", func(t *testing.T) *os.File {
 			h := reg("f")
 			h.PAXRecords = map[string]string{"SCHILY.xattr.user.x": "1"}
@@ -241,5 +244,34 @@ func TestAddLayerStreamedOrWalked(t *testing.T) {
 	}
 	if d1 != d2 {
 		t.Fatalf("same tree: streamed %s, walked %s", d1, d2)
+	}
+}
+
+// A hard link naming another link resolves to the file's first name, as a
+// walk of the tree has it.
+func TestStreamDigestLinkToLink(t *testing.T) {
+	requireRoot(t)
+	f, err := os.Create(filepath.Join(t.TempDir(), "l.tar"))
+	must(t, err)
+	defer f.Close()
+	tw := tar.NewWriter(f)
+	mt := time.Unix(1_700_000_000, 0)
+	for _, h := range []*tar.Header{
+		{Name: "f", Typeflag: tar.TypeReg, Mode: 0o640, Size: 3, ModTime: mt},
+		{Name: "g", Typeflag: tar.TypeLink, Linkname: "f"},
+		{Name: "h", Typeflag: tar.TypeLink, Linkname: "g"},
+	} {
+		must(t, tw.WriteHeader(h))
+		tw.Write(bytes.Repeat([]byte("n"), int(h.Size)))
+	}
+	must(t, tw.Close())
+	_, err = f.Seek(0, 0)
+	must(t, err)
+	dst, got, why, ok := streamExtract(t, f, "")
+	if !ok {
+		t.Fatalf("streamed digest given up: %s", why)
+	}
+	if want := treeDigest(t, dst); got != want {
+		t.Fatalf("streamed digest %s, want %s (a walk of the tree)", got, want)
 	}
 }
