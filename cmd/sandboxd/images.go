@@ -30,16 +30,8 @@ func (a imageAdapter) ImageFromDiff(ctx context.Context, base sandbox.ImageInfo,
 	if err != nil {
 		return sandbox.ImageInfo{}, err
 	}
-	layers := append(digestsOf(base), d)
-	if err := a.waitDurable(ctx, layers, o); err != nil {
-		return sandbox.ImageInfo{}, err
-	}
 	cfg := image.ImageConfig{Env: base.Env, Workdir: base.Workdir}
-	im, err := a.s.CreateImageWithTTL(ctx, layers, cfg, source, o.TTL)
-	if err != nil {
-		return sandbox.ImageInfo{}, err
-	}
-	return infoOf(im), nil
+	return a.createImage(ctx, append(digestsOf(base), d), cfg, source, o)
 }
 
 func (a imageAdapter) ImageFromDir(ctx context.Context, base sandbox.ImageInfo, diff sandbox.RootfsDiff, dir, source string, o sandbox.ImageOptions) (sandbox.ImageInfo, error) {
@@ -47,30 +39,26 @@ func (a imageAdapter) ImageFromDir(ctx context.Context, base sandbox.ImageInfo, 
 	if err != nil {
 		return sandbox.ImageInfo{}, err
 	}
-	if err := a.waitDurable(ctx, []image.Digest{d}, o); err != nil {
-		return sandbox.ImageInfo{}, err
+	return a.createImage(ctx, []image.Digest{d}, image.ImageConfig{}, source, o)
+}
+
+// createImage records the image of a snapshot, made of layers. With
+// o.WaitDurable it first waits until the layers are on disk: the new one,
+// and those below it (the sandbox may have started from a snapshot still
+// being flushed; a durable layer costs one query).
+func (a imageAdapter) createImage(ctx context.Context, layers []image.Digest, cfg image.ImageConfig, source string, o sandbox.ImageOptions) (sandbox.ImageInfo, error) {
+	if o.WaitDurable {
+		for _, d := range layers {
+			if err := a.s.WaitDurable(ctx, d); err != nil {
+				return sandbox.ImageInfo{}, err
+			}
+		}
 	}
-	im, err := a.s.CreateImageWithTTL(ctx, []image.Digest{d}, image.ImageConfig{}, source, o.TTL)
+	im, err := a.s.CreateImageWithTTL(ctx, layers, cfg, source, o.TTL)
 	if err != nil {
 		return sandbox.ImageInfo{}, err
 	}
 	return infoOf(im), nil
-}
-
-// waitDurable waits, when o asks for it, until the layers of an image are
-// on disk, before the image is recorded: the new layer, and those below it
-// (the sandbox may have started from a snapshot still being flushed; a
-// durable layer costs one query).
-func (a imageAdapter) waitDurable(ctx context.Context, layers []image.Digest, o sandbox.ImageOptions) error {
-	if !o.WaitDurable {
-		return nil
-	}
-	for _, d := range layers {
-		if err := a.s.WaitDurable(ctx, d); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 func (a imageAdapter) DeleteImage(ctx context.Context, id string) error { return a.s.Delete(ctx, id) }

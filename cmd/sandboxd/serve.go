@@ -17,7 +17,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sandboxd/sandboxd/internal/clock"
-	"github.com/sandboxd/sandboxd/internal/errdefs"
 	"github.com/sandboxd/sandboxd/internal/image"
 	"github.com/sandboxd/sandboxd/internal/network"
 	"github.com/sandboxd/sandboxd/internal/provision"
@@ -112,8 +111,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	liveCount := func() int { return 0 } // the sandboxes left running (set below)
-	defer func() { closeRuntime(rt, liveCount(), log) }()
+	defer closeRuntime(rt, log)
 	chain := network.DefaultGuardChain
 	if cfg.IfPrefix != network.DefaultIfPrefix {
 		chain = "SANDBOXD-" + strings.ToUpper(cfg.IfPrefix)
@@ -136,7 +134,6 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		DB: db, Provisioner: prov, Agents: agentDialer{log: log.With("component", "agent")},
 		Images: imageAdapter{imgs}, Secrets: secrets, Clock: clock.Real{}, Logger: log,
 	})
-	liveCount = mgr.LiveCount
 	if err := mgr.Recover(ctx); err != nil {
 		log.Error("recover", "err", err)
 	}
@@ -197,19 +194,13 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	return err
 }
 
-// closeRuntime releases what runsc keeps for all containers once none is
-// left (see runtime.Close). With no sandbox left running (live), containers
-// still being deleted by the teardown just before get a moment to go;
-// containers that stay keep the runtime's mount, and are named in the log.
-func closeRuntime(rt *runtime.Runtime, live int, log *slog.Logger) {
-	err := rt.Close()
-	for i := 0; live == 0 && i < 20 && errors.Is(err, errdefs.ErrFailedPrecondition); i++ {
-		time.Sleep(100 * time.Millisecond)
-		err = rt.Close()
-	}
-	if err != nil {
+// closeRuntime releases what runsc keeps for all its containers once none
+// is left (see runtime.Close); containers left running (for the next start)
+// keep it, and the log says which.
+func closeRuntime(rt *runtime.Runtime, log *slog.Logger) {
+	if err := rt.Close(); err != nil {
 		ids, _ := rt.List()
-		log.Info("runsc root kept", "reason", err, "live_sandboxes", live, "containers", ids)
+		log.Info("runsc root kept", "reason", err, "containers", ids)
 	}
 }
 

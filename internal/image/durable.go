@@ -2,7 +2,6 @@ package image
 
 import (
 	"context"
-	"crypto/sha256"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -113,7 +112,7 @@ func (s *Store) finishFlush(ctx context.Context, d Digest, f *flush) {
 	if s.flushes[d] == f {
 		delete(s.flushes, d)
 		if err == nil {
-			_, err = s.db.ExecContext(ctx, `UPDATE layers SET durable = 1 WHERE digest = ?`, string(d))
+			err = s.setDurable(ctx, d)
 		}
 	}
 	f.err = err
@@ -229,13 +228,11 @@ func (g *group) wait() {
 // Otherwise part of it never reached the disk (the machine stopped): the
 // layer goes, with the images that use it (logged at error level).
 func (s *Store) checkPending(ctx context.Context, d Digest) error {
-	h := sha256.New()
-	_, err := writeCanonicalTar(ctx, s.LayerPath(d), h)
+	got, _, err := walkDigest(ctx, s.LayerPath(d), canonOptions{})
 	if cerr := ctx.Err(); cerr != nil {
 		return cerr
 	}
 	if err == nil {
-		got := digestFromSum(h.Sum(nil))
 		if got == d {
 			s.log.Info("layer checked after an unfinished flush: intact, now durable", "layer", d)
 			return s.markDurable(ctx, d)
@@ -248,12 +245,23 @@ func (s *Store) checkPending(ctx context.Context, d Digest) error {
 // markDurable flushes the filesystem holding layer d's directory and the
 // layers/ directory, then records d as durable.
 func (s *Store) markDurable(ctx context.Context, d Digest) error {
-	if err := syncfs(s.LayerPath(d)); err != nil {
-		return err
+	fd, err := unix.Open(s.LayerPath(d), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &os.PathError{Op: "open", Path: s.LayerPath(d), Err: err}
 	}
-	if err := fsutil.SyncDir(s.layersDir()); err != nil {
-		return err
+	err = makeDurable(fd, syncPlan{}, nil) // a syncfs
+	unix.Close(fd)
+	if err == nil {
+		err = fsutil.SyncDir(s.layersDir())
 	}
+	if err == nil {
+		err = s.setDurable(ctx, d)
+	}
+	return err
+}
+
+// setDurable records layer d as durable.
+func (s *Store) setDurable(ctx context.Context, d Digest) error {
 	_, err := s.db.ExecContext(ctx, `UPDATE layers SET durable = 1 WHERE digest = ?`, string(d))
 	return err
 }
@@ -352,20 +360,6 @@ func fsyncAt(root int, rel string, flags uint64) error {
 	defer unix.Close(fd)
 	if err := unix.Fsync(fd); err != nil {
 		return &os.PathError{Op: "fsync", Path: rel, Err: err}
-	}
-	return nil
-}
-
-// syncfs flushes the filesystem holding dir: one call instead of an fsync per
-// extracted file.
-func syncfs(dir string) error {
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return &os.PathError{Op: "open", Path: dir, Err: err}
-	}
-	defer unix.Close(fd)
-	if err := unix.Syncfs(fd); err != nil {
-		return &os.PathError{Op: "syncfs", Path: dir, Err: err}
 	}
 	return nil
 }

@@ -1,7 +1,6 @@
 package image
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -15,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sandboxd/sandboxd/internal/errdefs"
+	"github.com/sandboxd/sandboxd/internal/testutil"
 )
 
 func openTestDir(t *testing.T, dir string) int {
@@ -68,28 +68,9 @@ func TestMakeDurableStopped(t *testing.T) {
 	}
 }
 
-// logBuffer keeps what a logger wrote, for tests that look for a line; safe
-// for concurrent use.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // recordLogs makes s log to t and to the returned buffer.
-func recordLogs(t *testing.T, s *Store) *logBuffer {
-	b := &logBuffer{}
+func recordLogs(t *testing.T, s *Store) *testutil.SyncBuffer {
+	b := &testutil.SyncBuffer{}
 	s.log = slog.New(slog.NewTextHandler(io.MultiWriter(tWriter{t}, b), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	return b
 }

@@ -133,11 +133,11 @@ func (x *extractor) writeFile(pfd int, dir, base string, hdr *tar.Header, mode u
 	}
 	defer unix.Close(fd)
 	rel := path.Join(dir, base)
-	// A big file's contents are hashed while they are written (a small
+	// A big file's contents are digested while they are written (a small
 	// one's once it is complete, below).
 	var prog *fileProgress
-	if x.sd.wants() && hdr.Size >= hashWhileWritten {
-		if prog = x.sd.madeBigFile(rel, hdr, mode, fd); prog != nil {
+	if hdr.Size >= hashWhileWritten {
+		if prog = x.sd.madeFile(rel, hdr, mode, fd, true); prog != nil {
 			defer prog.end()
 		}
 	}
@@ -155,7 +155,7 @@ func (x *extractor) writeFile(pfd int, dir, base string, hdr *tar.Header, mode u
 		if err != nil {
 			return err
 		}
-		prog.advance(n)
+		prog.advance(n) // the copy's own reports may stop short of the end
 		if n != hdr.Size {
 			return errdefs.Invalid("layer tar: %d bytes of %d", n, hdr.Size)
 		}
@@ -180,17 +180,8 @@ func (x *extractor) writeFile(pfd int, dir, base string, hdr *tar.Header, mode u
 	if err := futimens(fd, hdr.ModTime); err != nil {
 		return err
 	}
-	switch {
-	case x.sd == nil || prog != nil:
-	case hdr.Size == 0:
-		x.sd.made(rel, hdr, mode, false)
-	default:
-		dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
-		if err != nil {
-			x.sd.giveUp(err.Error())
-			break
-		}
-		x.sd.madeFile(rel, hdr, mode, dup)
+	if hdr.Size < hashWhileWritten {
+		x.sd.madeFile(rel, hdr, mode, fd, false)
 	}
 	return nil
 }

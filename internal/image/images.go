@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"path"
 	"regexp"
-	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -200,8 +199,11 @@ func (s *Store) List(ctx context.Context) ([]Image, error) {
 }
 
 func (s *Store) query(ctx context.Context, where string, args ...any) ([]Image, error) {
+	// durable: none of the image's layers is waiting for its flush.
 	rows, err := s.db.QueryContext(ctx, `SELECT id, layers_json, config_json, source, size, created_at, last_used,
-		idle_ttl, expires_at FROM images `+where+` ORDER BY created_at, id`, args...)
+		idle_ttl, expires_at, NOT EXISTS (SELECT 1 FROM json_each(images.layers_json) AS j
+			JOIN layers AS l ON l.digest = j.value WHERE l.durable = 0)
+		FROM images `+where+` ORDER BY created_at, id`, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -211,7 +213,7 @@ func (s *Store) query(ctx context.Context, where string, args ...any) ([]Image, 
 		var im Image
 		var layersJSON, cfgJSON string
 		var created, used, ttl, expires int64
-		if err := rows.Scan(&im.ID, &layersJSON, &cfgJSON, &im.Source, &im.Size, &created, &used, &ttl, &expires); err != nil {
+		if err := rows.Scan(&im.ID, &layersJSON, &cfgJSON, &im.Source, &im.Size, &created, &used, &ttl, &expires, &im.Durable); err != nil {
 			return nil, err
 		}
 		if err := json.Unmarshal([]byte(layersJSON), &im.Layers); err != nil {
@@ -234,35 +236,7 @@ func (s *Store) query(ctx context.Context, where string, args ...any) ([]Image, 
 		return nil, err
 	}
 	rows.Close()
-	if err := s.fillDurable(ctx, ims); err != nil {
-		return nil, err
-	}
 	return ims, s.fillNames(ctx, ims)
-}
-
-// fillDurable sets each image's Durable: none of its layers is waiting for
-// its flush (usually no layer is, and this is one short query).
-func (s *Store) fillDurable(ctx context.Context, ims []Image) error {
-	if len(ims) == 0 {
-		return nil
-	}
-	rows, err := s.db.QueryContext(ctx, `SELECT digest FROM layers WHERE durable = 0`)
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	pending := map[Digest]bool{}
-	for rows.Next() {
-		var d string
-		if err := rows.Scan(&d); err != nil {
-			return err
-		}
-		pending[Digest(d)] = true
-	}
-	for i := range ims {
-		ims[i].Durable = !slices.ContainsFunc(ims[i].Layers, func(d Digest) bool { return pending[d] })
-	}
-	return rows.Err()
 }
 
 func (s *Store) fillNames(ctx context.Context, ims []Image) error {

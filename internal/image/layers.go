@@ -89,20 +89,12 @@ func (s *Store) storeTree(ctx context.Context, tmp string, plan syncPlan, o cano
 		fl.abandon(true)
 		return "", fmt.Errorf("digest: %w", err)
 	}
-	if held, err := s.holdsLayer(ctx, d); err != nil {
-		fl.abandon(true)
-		return "", fmt.Errorf("%s: %w", d, err)
-	} else if held {
-		fl.abandon(false) // the flush goroutine ends by itself
-		st.add("duplicate", true)
-		return d, nil
-	}
 	st.add("fsync_each", plan.ok)
 	if committed, err := s.commitLayer(ctx, tmp, d, size, fl); err != nil {
 		fl.abandon(true)
 		return "", fmt.Errorf("%s: %w", d, err)
 	} else if !committed {
-		fl.abandon(false)
+		fl.abandon(false) // the flush goroutine ends by itself
 		st.add("duplicate", true)
 		return d, nil
 	}
@@ -121,13 +113,11 @@ func (s *Store) layerDigest(ctx context.Context, tmp string, o canonOptions, sd 
 	}
 	if !ok || s.checkStreamed {
 		st.add("walked", why)
-		h := sha256.New()
-		wsize, err := writeCanonicalTarOpts(ctx, tmp, h, o)
+		wd, wsize, err := walkDigest(ctx, tmp, o)
 		if err != nil {
 			return "", wsize, err
 		}
 		st.mark("hash")
-		wd := digestFromSum(h.Sum(nil))
 		if ok && (wd != d || wsize != size) {
 			return "", 0, fmt.Errorf("streamed digest %s (%d bytes) is not the tree's %s (%d bytes)", d, size, wd, wsize)
 		}
@@ -137,10 +127,20 @@ func (s *Store) layerDigest(ctx context.Context, tmp string, o canonOptions, sd 
 	return d, size, nil
 }
 
+// walkDigest returns the digest of the tree at dir, which o describes (the
+// SHA-256 of its canonical tar), and the tar's size.
+func walkDigest(ctx context.Context, dir string, o canonOptions) (Digest, int64, error) {
+	h := sha256.New()
+	size, err := writeCanonicalTarOpts(ctx, dir, h, o)
+	if err != nil {
+		return "", size, err
+	}
+	return digestFromSum(h.Sum(nil)), size, nil
+}
+
 // holdsLayer reports whether layer d is recorded and its directory is in
-// place: a tree of digest d made now is a duplicate (storeTree asks once
-// the digest is known, commitLayer again under s.mu). The layer may not be
-// durable yet (see WaitDurable).
+// place: a tree of digest d made now is a duplicate (commitLayer asks,
+// under s.mu). The layer may not be durable yet (see WaitDurable).
 func (s *Store) holdsLayer(ctx context.Context, d Digest) (bool, error) {
 	ok, err := s.hasLayer(ctx, d)
 	if err != nil || !ok {

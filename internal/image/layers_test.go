@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"os"
 	"path/filepath"
@@ -37,11 +36,11 @@ func must(t *testing.T, err error) {
 
 func treeDigest(t *testing.T, dir string) Digest {
 	t.Helper()
-	h := sha256.New()
-	if _, err := writeCanonicalTar(context.Background(), dir, h); err != nil {
+	d, _, err := walkDigest(context.Background(), dir, canonOptions{})
+	if err != nil {
 		t.Fatal(err)
 	}
-	return digestFromSum(h.Sum(nil))
+	return d
 }
 
 func TestDigestDeterministic(t *testing.T) {

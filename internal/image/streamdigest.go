@@ -21,7 +21,7 @@ import (
 // directory before what it holds: what runsc's tar gives with
 // scripts/runsc-patches/0002) and make nothing the canonical tar would
 // describe otherwise than the entry did. The extractor tells it each entry
-// it made (see made, madeFile and linked); the first one it cannot vouch
+// it made (see made, madeFile, linked and markedOpaque); the first one it cannot vouch
 // for (out of order, a file with extended attributes, an entry replacing
 // another, a directory made implicitly) gives it up, and storeTree walks the
 // tree as before.
@@ -254,12 +254,12 @@ func (d *streamDigest) place(rel string, isDir bool) (string, bool) {
 }
 
 // made records the entry the extractor made at rel (a clean relative path)
-// from hdr, other than a regular file with contents (madeFile): a
-// directory, symlink, device, fifo, whiteout (whiteout: mode bits and
-// owner from hdr, a character device 0/0 on disk) or empty file. mode is
-// what the entry was given (hdr's permission bits).
+// from hdr, other than a regular file (madeFile) or a hard link (linked): a
+// directory, symlink, device, fifo or whiteout (whiteout: mode bits and
+// owner from hdr, a character device 0/0 on disk). mode is what the entry
+// was given (hdr's permission bits).
 func (d *streamDigest) made(rel string, hdr *tar.Header, mode uint32, whiteout bool) {
-	if d == nil || d.lost != "" {
+	if !d.wants() {
 		return
 	}
 	var ft uint32
@@ -277,8 +277,6 @@ func (d *streamDigest) made(rel string, hdr *tar.Header, mode uint32, whiteout b
 		ft, rdev = unix.S_IFBLK, unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor))
 	case hdr.Typeflag == tar.TypeFifo:
 		ft = unix.S_IFIFO
-	case hdr.Typeflag == tar.TypeReg || hdr.Typeflag == tar.TypeRegA:
-		ft = unix.S_IFREG
 	default:
 		d.giveUp(fmt.Sprintf("%q: entry type %q", rel, hdr.Typeflag))
 		return
@@ -288,63 +286,51 @@ func (d *streamDigest) made(rel string, hdr *tar.Header, mode uint32, whiteout b
 	if !ok || (isMarker && d.under != "") {
 		return
 	}
+	xattrs, ok := d.keptXattrs(rel, hdr, ft == unix.S_IFDIR)
+	if !ok {
+		return
+	}
 	st := statOf(ft|mode, hdr, 0, rdev)
-	if ft == unix.S_IFREG {
-		d.remember(rel, name, st)
-	}
-	var xattrs map[string]string
-	if ft == unix.S_IFDIR {
-		xattrs = d.keptXattrs(rel, hdr, true)
-	} else if d.keptXattrs(rel, hdr, false) != nil {
-		return // given up
-	}
 	d.send(digestItem{hdr: canonHeader(name, &st, xattrs, hdr.Linkname), fd: -1})
-}
-
-// madeFile records the regular file with contents the extractor made at rel
-// from hdr, with permission bits mode; fd is open on it for reading and
-// passes to d (closed once its contents are hashed, or at once).
-func (d *streamDigest) madeFile(rel string, hdr *tar.Header, mode uint32, fd int) {
-	if d == nil || d.lost != "" {
-		unix.Close(fd)
-		return
-	}
-	name, ok := d.place(rel, false)
-	if !ok || d.keptXattrs(rel, hdr, false) != nil {
-		unix.Close(fd)
-		return
-	}
-	st := statOf(unix.S_IFREG|mode, hdr, hdr.Size, 0)
-	d.remember(rel, name, st)
-	d.send(digestItem{hdr: canonHeader(name, &st, nil, ""), fd: fd})
 }
 
 // wants reports whether d still takes entries.
 func (d *streamDigest) wants() bool { return d != nil && d.lost == "" && !d.closed }
 
-// madeBigFile records the regular file the extractor has just created at
-// rel from hdr (permission bits mode), open at fd, before its contents are
-// written: they are hashed as they come, as the returned progress says
-// (the caller calls advance as it writes and end once it stops). Nil when
-// the digest is given up.
-func (d *streamDigest) madeBigFile(rel string, hdr *tar.Header, mode uint32, fd int) *fileProgress {
+// madeFile records the regular file the extractor has made at rel (a clean
+// relative path) from hdr, with permission bits mode, open at fd (which
+// stays the caller's): its contents are read back through a duplicate of
+// fd. Whole, when whileWritten is false: the file is complete. As they come,
+// when it is true: the file was just created, and the caller reports its
+// writing to the returned progress (advance as it writes, end once it
+// stops). The progress is nil when the digest is given up.
+func (d *streamDigest) madeFile(rel string, hdr *tar.Header, mode uint32, fd int, whileWritten bool) *fileProgress {
 	if !d.wants() {
 		return nil
 	}
 	name, ok := d.place(rel, false)
-	if !ok || d.keptXattrs(rel, hdr, false) != nil {
+	if !ok {
 		return nil
 	}
-	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
-		d.giveUp(err.Error())
+	if _, ok := d.keptXattrs(rel, hdr, false); !ok {
 		return nil
 	}
-	p := newFileProgress()
 	st := statOf(unix.S_IFREG|mode, hdr, hdr.Size, 0)
 	d.remember(rel, name, st)
-	d.send(digestItem{hdr: canonHeader(name, &st, nil, ""), fd: dup, prog: p})
-	return p
+	it := digestItem{hdr: canonHeader(name, &st, nil, ""), fd: -1}
+	if hdr.Size > 0 {
+		dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			d.giveUp(err.Error())
+			return nil
+		}
+		it.fd = dup
+	}
+	if whileWritten {
+		it.prog = newFileProgress()
+	}
+	d.send(it)
+	return it.prog
 }
 
 // remember records the regular file made at rel, named name in the layer,
@@ -380,7 +366,7 @@ func (d *streamDigest) linked(rel, target string) {
 // markedOpaque records that the directory rel was marked opaque: the
 // canonical tar has the marker right after the directory's entry.
 func (d *streamDigest) markedOpaque(rel string) {
-	if d == nil || d.lost != "" {
+	if !d.wants() {
 		return
 	}
 	if rel == "" || d.under != "" {
@@ -394,9 +380,10 @@ func (d *streamDigest) markedOpaque(rel string) {
 }
 
 // keptXattrs returns the extended attributes of hdr that travel in layer
-// tars. Those of anything but a directory give the digest up (the kernel
-// may store a capability otherwise than given; files are rarely marked).
-func (d *streamDigest) keptXattrs(rel string, hdr *tar.Header, isDir bool) map[string]string {
+// tars, or ok false: those of anything but a directory, and any but user.*
+// ones, give the digest up (the kernel may store a capability otherwise
+// than given; files are rarely marked).
+func (d *streamDigest) keptXattrs(rel string, hdr *tar.Header, isDir bool) (_ map[string]string, ok bool) {
 	var out map[string]string
 	for k, v := range hdr.PAXRecords {
 		name, ok := strings.CutPrefix(k, "SCHILY.xattr.")
@@ -405,14 +392,14 @@ func (d *streamDigest) keptXattrs(rel string, hdr *tar.Header, isDir bool) map[s
 		}
 		if !isDir || !strings.HasPrefix(name, "user.") {
 			d.giveUp(fmt.Sprintf("%q has extended attribute %s", rel, name))
-			return map[string]string{}
+			return nil, false
 		}
 		if out == nil {
 			out = map[string]string{}
 		}
 		out[name] = v
 	}
-	return out
+	return out, true
 }
 
 // statOf is the status the extractor leaves an entry made from hdr with:

@@ -156,15 +156,20 @@ func (s *tarStream) copyBody(tr *tar.Reader, fd int, n int64, buf []byte, progre
 		}
 		s.lo += b
 		done = int64(b)
-	}
-	for done < n {
-		step := n - done
 		if progress != nil {
 			progress(done)
-			step = min(step, progressStep)
 		}
-		m, err := s.rc.CopyRangeTo(fd, step)
+	}
+	step := n
+	if progress != nil {
+		step = progressStep
+	}
+	for done < n {
+		m, err := s.rc.CopyRangeTo(fd, min(n-done, step))
 		done += m
+		if progress != nil && m > 0 {
+			progress(done)
+		}
 		if errors.Is(err, errors.ErrUnsupported) && m == 0 {
 			s.rc = nil
 			break
@@ -196,7 +201,7 @@ func (s *tarStream) copyBody(tr *tar.Reader, fd int, n int64, buf []byte, progre
 const progressStep = 4 << 20
 
 // progressWriter writes to fd, reporting the bytes written so far to
-// progress (when not nil) before each write.
+// progress (when not nil) after each write.
 func progressWriter(fd int, progress func(int64)) io.Writer {
 	if progress == nil {
 		return fdWriter(fd)
@@ -211,9 +216,9 @@ type reportingWriter struct {
 }
 
 func (w *reportingWriter) Write(b []byte) (int, error) {
-	w.progress(w.n)
 	n, err := fdWriter(w.fd).Write(b)
 	w.n += int64(n)
+	w.progress(w.n)
 	return n, err
 }
 

@@ -11,10 +11,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/sandboxd/sandboxd/internal/testutil"
 	sandboxd "github.com/sandboxd/sandboxd/sdk/go"
 )
 
@@ -465,7 +465,7 @@ func TestTTY(t *testing.T) {
 		t.Errorf("without tty: got %q, want not a tty", r.stdout)
 	}
 	t.Run("resize", func(t *testing.T) {
-		var out syncBuffer
+		var out testutil.SyncBuffer
 		p, err := sb.Exec(ctx, []string{"sh"}, &sandboxd.ExecOptions{TTY: true, Stdin: true, Rows: 30, Cols: 100, Stdout: &out})
 		if err != nil {
 			t.Fatal(err)
@@ -490,7 +490,7 @@ func TestTTY(t *testing.T) {
 	})
 }
 
-func waitFor(t *testing.T, b *syncBuffer, s string) {
+func waitFor(t *testing.T, b *testutil.SyncBuffer, s string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(b.String(), s) {
@@ -499,22 +499,4 @@ func waitFor(t *testing.T, b *syncBuffer, s string) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
