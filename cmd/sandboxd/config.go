@@ -27,6 +27,9 @@ type Config struct {
 	// CheckDigests checks every layer digest computed during extraction
 	// against a walk of the extracted tree (slower; for tests).
 	CheckDigests bool
+	// LayerFormat is how new layers are stored: "auto" (EROFS images where
+	// the kernel mounts them from files, else trees) or "tree".
+	LayerFormat string
 	NoBaseBuild  bool
 	// MaxFileSize caps files written through the file API (bytes; 0: none).
 	MaxFileSize int64
@@ -54,6 +57,7 @@ func (c *Config) AddFlags(f *pflag.FlagSet) {
 	f.StringVar(&c.Mirror, "debian-mirror", "", "Debian mirror for the debian-slim image (default: the host's apt sources)")
 	f.BoolVar(&c.Debug, "debug", false, "debug logging, runsc debug logs under DATA/logs/runsc")
 	f.BoolVar(&c.CheckDigests, "check-digests", false, "check each layer digest computed while extracting against a walk of the extracted tree (slower; for tests)")
+	f.StringVar(&c.LayerFormat, "layer-format", "auto", `how new layers are stored: "auto" (one EROFS image file each, mounted, where the kernel can; else a tree of files) or "tree"`)
 	f.BoolVar(&c.NoBaseBuild, "no-base-build", false, "serve: do not build missing base images at start-up")
 	f.Int64Var(&c.MaxFileSize, "max-file-size", 0, "serve: largest file (bytes) a write of the file API may make; 0 means no limit")
 	f.DurationVar(&c.FinishedRetention, "finished-retention", sandbox.DefaultRetention, "serve: how long a finished sandbox stays listable, with its logs, before it is forgotten; 0: forever")

@@ -39,6 +39,14 @@ func openImages(ctx context.Context, cfg *Config, log *slog.Logger) (*sql.DB, *i
 		return nil, nil, err
 	}
 	imgs.CheckStreamedDigests(cfg.CheckDigests)
+	switch cfg.LayerFormat {
+	case "auto", "":
+	case "tree":
+		imgs.UseTreeLayers()
+	default:
+		db.Close()
+		return nil, nil, fmt.Errorf("--layer-format: want auto or tree, not %q", cfg.LayerFormat)
+	}
 	if err := imgs.Startup(ctx); err != nil {
 		db.Close()
 		return nil, nil, err

@@ -62,8 +62,8 @@ func TestBusyboxBase(t *testing.T) {
 		if im4.ID != im.ID {
 			t.Fatalf("after rebuilding: got %s, want %s", im4.ID, im.ID)
 		}
-		if ents, _ := os.ReadDir(s4.layersDir()); len(ents) != 1 {
-			t.Errorf("after a bad import: %d layer dirs, want 1", len(ents))
+		if n := storedLayers(t, s4); n != 1 {
+			t.Errorf("after a bad import: %d layers stored, want 1", n)
 		}
 	})
 	t.Run("unknown base", func(t *testing.T) {

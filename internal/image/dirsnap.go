@@ -43,6 +43,9 @@ func (s *Store) AddDirLayer(ctx context.Context, lowers []Digest, upper io.Reade
 	// First only the entries on the way to dir; if dir turns out to be
 	// reached through a symlink, everything (the symlink may lead anywhere).
 	st := s.newStages()
+	if s.images {
+		return s.addDirLayerImage(ctx, tmp, lowers, upper, rel, st)
+	}
 	src, done, x, err := s.mergeAt(ctx, tmp, "1", lowers, upper, rel, onPathTo(rel))
 	st.mark("extract_mount")
 	if err != nil {
@@ -104,27 +107,36 @@ func (s *Store) mergeAt(ctx context.Context, tmp, name string, lowers []Digest, 
 		x.sd.stop()
 		return "", nil, nil, fmt.Errorf("directory layer: %w", err)
 	}
+	src, done, err = s.mountMerged(diff, merged, lowers, rel)
+	if err != nil {
+		x.sd.stop()
+		return "", nil, nil, err
+	}
+	return src, done, x, nil
+}
+
+// mountMerged mounts the tree diff over lowers at merged (read-only) and
+// resolves rel there. done unmounts.
+func (s *Store) mountMerged(diff, merged string, lowers []Digest, rel string) (src string, done func(), err error) {
 	dirs := []string{diff} // highest first
 	for i := len(lowers) - 1; i >= 0; i-- {
 		if err := lowers[i].Validate(); err != nil {
-			return "", nil, nil, err
+			return "", nil, err
 		}
 		dirs = append(dirs, s.LayerPath(lowers[i]))
 	}
 	if err := mountLowerOnly(dirs, merged); err != nil {
-		x.sd.stop()
-		return "", nil, nil, fmt.Errorf("directory layer: %w", err)
+		return "", nil, fmt.Errorf("directory layer: %w", err)
 	}
 	src, closeSrc, err := openBeneath(merged, rel)
 	if err != nil {
-		x.sd.stop()
 		unix.Unmount(merged, unix.MNT_DETACH)
-		return "", nil, nil, fmt.Errorf("directory layer: /%s: %w", rel, err)
+		return "", nil, fmt.Errorf("directory layer: /%s: %w", rel, err)
 	}
 	return src, func() {
 		closeSrc()
 		unix.Unmount(merged, unix.MNT_DETACH)
-	}, x, nil
+	}, nil
 }
 
 // onPathTo returns a ConvertUpperTar keep function that keeps the entries on

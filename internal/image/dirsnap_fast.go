@@ -28,6 +28,12 @@ func (s *Store) diffCovers(diff string, lowers []Digest, rel string) bool {
 			return true
 		}
 	}
+	return s.lowersLack(lowers, rel)
+}
+
+// lowersLack reports whether no layer of lowers has anything at rel; when
+// unsure (a path through a symlink) it says no.
+func (s *Store) lowersLack(lowers []Digest, rel string) bool {
 	how := &unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_XDEV}
 	for _, l := range lowers {
 		root, err := unix.Open(s.LayerPath(l), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)

@@ -172,9 +172,14 @@ func (s *Store) WaitDurable(ctx context.Context, d Digest) error {
 // so far is durable, or its failure logged, when it returns; flushes that
 // start meanwhile (a snapshot call still under way) are waited for too. The
 // store is not to be used after. The trash is not waited for (what it has
-// not removed, the next Startup does). Idempotent.
+// not removed, the next Startup does). Then the layer images are unmounted
+// (those that running sandboxes still use are detached: see
+// unmountLayers). Idempotent.
 func (s *Store) Close() {
 	s.bg.wait()
+	if err := s.unmountLayers(); err != nil {
+		s.log.Error("layer images left mounted", "err", err)
+	}
 }
 
 // group runs goroutines and waits for them, as a sync.WaitGroup does,
@@ -242,9 +247,19 @@ func (s *Store) checkPending(ctx context.Context, d Digest) error {
 	return s.dropLostLayer(ctx, d, true, err)
 }
 
-// markDurable flushes the filesystem holding layer d's directory and the
-// layers/ directory, then records d as durable.
+// markDurable flushes layer d's image file, or the filesystem holding its
+// directory, and the layers/ directory, then records d as durable.
 func (s *Store) markDurable(ctx context.Context, d Digest) error {
+	if s.isLayerImage(d) {
+		err := s.syncLayerImage(d)
+		if err == nil {
+			err = fsutil.SyncDir(s.layersDir())
+		}
+		if err == nil {
+			err = s.setDurable(ctx, d)
+		}
+		return err
+	}
 	fd, err := unix.Open(s.LayerPath(d), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return &os.PathError{Op: "open", Path: s.LayerPath(d), Err: err}

@@ -78,6 +78,12 @@ func extractTar(ctx context.Context, r io.Reader, dir string) error {
 
 // readTar extracts every entry of the layer tar read from r.
 func (x *extractor) readTar(ctx context.Context, r io.Reader) error {
+	return readLayerTar(ctx, r, x.add)
+}
+
+// readLayerTar hands every entry of the layer tar read from r to add, with
+// its contents.
+func readLayerTar(ctx context.Context, r io.Reader, add func(*tar.Header, io.Reader) error) error {
 	ts := newTarStream(r)
 	defer ts.release()
 	tr := tar.NewReader(ts)
@@ -92,7 +98,7 @@ func (x *extractor) readTar(ctx context.Context, r io.Reader) error {
 		if err != nil {
 			return errdefs.Invalid("layer tar: %v", err)
 		}
-		if err := x.add(hdr, &entryBody{tr: tr, s: ts, n: hdr.Size}); err != nil {
+		if err := add(hdr, &entryBody{tr: tr, s: ts, n: hdr.Size}); err != nil {
 			return err
 		}
 	}

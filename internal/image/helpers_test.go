@@ -2,6 +2,7 @@ package image
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -59,6 +60,9 @@ func newTestStore(t testing.TB, bases BaseConfig) (*Store, *fakeClock) {
 	// The layers' flushes end before the database closes.
 	t.Cleanup(s.Close)
 	s.checkStreamed = true // every streamed digest is checked against a walk
+	if os.Getenv("SANDBOXD_TEST_LAYERS") == "tree" {
+		s.UseTreeLayers() // scripts/test.sh runs the package's tests both ways
+	}
 	if err := s.Startup(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -76,4 +80,48 @@ func requireRoot(t testing.TB) {
 		t.Fatal("this test needs root, and CI=true: run the suite as root")
 	}
 	t.Skip("needs root (ownership, device nodes, overlay mounts); run as root or with CI=true to make this a failure")
+}
+
+// storedLayers counts the layers layers/sha256/ holds (a layer image is a
+// file and the directory it is mounted on).
+func storedLayers(t testing.TB, s *Store) int {
+	t.Helper()
+	ents, err := os.ReadDir(s.layersDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	hexes := map[string]bool{}
+	for _, e := range ents {
+		hex, _ := layerEntryName(e.Name())
+		hexes[hex] = true
+	}
+	return len(hexes)
+}
+
+// removeLayerOnDisk removes what holds layer d on disk, as a disk that lost
+// it would, and leaves the metadata alone.
+func removeLayerOnDisk(t testing.TB, s *Store, d Digest) {
+	t.Helper()
+	if err := UnmountRootfs(s.LayerPath(d)); err != nil {
+		t.Fatal(err)
+	}
+	if err := errors.Join(os.RemoveAll(s.LayerPath(d)), os.RemoveAll(s.layerImagePath(d))); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// editLayerImage rewrites layer d's image file (unmounted for the edit and
+// left so; Startup mounts it again) with edit.
+func editLayerImage(t testing.TB, s *Store, d Digest, edit func([]byte) []byte) {
+	t.Helper()
+	if err := UnmountRootfs(s.LayerPath(d)); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(s.layerImagePath(d))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(s.layerImagePath(d), edit(b), 0o644); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -1,13 +1,13 @@
 package image
 
 import (
+	"archive/tar"
 	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 
 	"golang.org/x/sys/unix"
 
@@ -23,12 +23,25 @@ import (
 // stores nothing new. The layer may reach the disk after this returns (see
 // storeTree): WaitDurable waits for that. Safe for concurrent use.
 func (s *Store) AddLayerFromTar(ctx context.Context, r io.Reader) (Digest, error) {
-	return s.addLayer(ctx, "layer from tar", func(x *extractor) error { return x.readTar(ctx, r) })
+	return s.addLayer(ctx, "layer from tar", func(x layerSink) error { return x.readTar(ctx, r) })
 }
 
-// addLayer makes a new directory under tmp/, has fill extract a layer into
-// it and stores the result (see storeTree).
-func (s *Store) addLayer(ctx context.Context, what string, fill func(x *extractor) error) (Digest, error) {
+// layerSink is what a layer's tar entries go into: an extractor making a
+// tree, or an imageBuilder making an image (see erofslayers.go).
+type layerSink interface {
+	// add makes one entry of an OCI layer tar; r holds its contents.
+	add(hdr *tar.Header, r io.Reader) error
+	// readTar adds every entry of the layer tar read from r.
+	readTar(ctx context.Context, r io.Reader) error
+}
+
+// addLayer has fill add a layer's entries to a new image or directory
+// under tmp/ (as the store keeps new layers) and stores the result (see
+// storeImage, storeTree).
+func (s *Store) addLayer(ctx context.Context, what string, fill func(x layerSink) error) (Digest, error) {
+	if s.images {
+		return s.addLayerImage(ctx, what, func(b *imageBuilder) error { return fill(b) })
+	}
 	st := s.newStages()
 	tmp, err := os.MkdirTemp(s.tmpDir(), "layer-")
 	if err != nil {
@@ -150,21 +163,17 @@ func (s *Store) holdsLayer(ctx context.Context, d Digest) (bool, error) {
 	return err == nil, nil
 }
 
-// commitLayer renames the extracted tree tmp to its place and records it as
-// not durable, with f (tmp's flush) as its flush, finished in the background
+// commitLayer puts the extracted tree or the image tmp in its place (see
+// placeLayer) and records it as not durable, with f (tmp's flush) as its flush, finished in the background
 // by finishFlush; unless the store has the layer already (committed false:
 // f is the caller's to stop, tmp to remove).
 func (s *Store) commitLayer(ctx context.Context, tmp string, d Digest, size int64, f *flush) (committed bool, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	dst := s.LayerPath(d)
 	if held, err := s.holdsLayer(ctx, d); err != nil || held {
 		return false, err // held: stored once already
 	}
-	if err := os.RemoveAll(dst); err != nil { // an unrecorded leftover
-		return false, err
-	}
-	if err := os.Rename(tmp, dst); err != nil {
+	if err := s.placeLayer(tmp, d); err != nil {
 		return false, err
 	}
 	// A row without its directory (lost, not yet dropped) is taken over.
@@ -219,7 +228,7 @@ func (s *Store) hasLayer(ctx context.Context, d Digest) (bool, error) {
 	return n > 0, err
 }
 
-// removeLayerDirs moves the given layers' directories into tmp/, where the
+// removeLayerDirs moves the given layers' directories and images into tmp/, where the
 // trash deletes them; a crash midway leaves only tmp/ debris, which Startup
 // clears.
 func (s *Store) removeLayerDirs(ds []Digest) error {
@@ -229,7 +238,7 @@ func (s *Store) removeLayerDirs(ds []Digest) error {
 		if err != nil {
 			return err
 		}
-		if err := os.Rename(s.LayerPath(d), filepath.Join(gone, "layer")); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := s.removeLayerFiles(d, gone); err != nil {
 			errs = append(errs, err)
 		}
 		s.trash.add(gone)

@@ -103,10 +103,9 @@ func TestAddLayerFromDirRoundTrip(t *testing.T) {
 	s.trash.wait() // the duplicate's extraction goes in the background
 	var n int
 	must(t, s.db.QueryRow(`SELECT COUNT(*) FROM layers`).Scan(&n))
-	ents, _ := os.ReadDir(s.layersDir())
 	tmp, _ := os.ReadDir(s.tmpDir())
-	if n != 1 || len(ents) != 1 || len(tmp) != 0 {
-		t.Fatalf("got %d rows, %d layer dirs, %d tmp entries; want 1, 1, 0", n, len(ents), len(tmp))
+	if stored := storedLayers(t, s); n != 1 || stored != 1 || len(tmp) != 0 {
+		t.Fatalf("got %d rows, %d layers stored, %d tmp entries; want 1, 1, 0", n, stored, len(tmp))
 	}
 }
 
@@ -245,7 +244,7 @@ func TestStartupRemovesLeftovers(t *testing.T) {
 		t.Errorf("recorded layer: %v", err)
 	}
 	// A recorded layer whose directory is gone takes its images with it.
-	must(t, os.RemoveAll(s.LayerPath(d)))
+	removeLayerOnDisk(t, s, d)
 	must(t, s.Startup(ctx))
 	if ims, _ := s.List(ctx); len(ims) != 0 {
 		t.Errorf("images on a lost layer: got %d, want 0", len(ims))

@@ -65,6 +65,9 @@ type Store struct {
 	// the tree.
 	streamedDigests atomic.Int64
 	checkStreamed   bool
+	// images: new layers are stored as EROFS images (see erofslayers.go),
+	// decided by Startup; treeLayers keeps them trees whatever the kernel.
+	images, treeLayers bool
 }
 
 // CheckStreamedDigests has each layer digest computed while extracting (see
@@ -129,13 +132,19 @@ func (s *Store) tmpDir() string    { return filepath.Join(s.root, "tmp") }
 // the store and must not be written to.
 func (s *Store) LayerPath(d Digest) string { return filepath.Join(s.layersDir(), d.Hex()) }
 
-// Startup removes crash leftovers: everything in tmp/, and layer directories
-// the metadata does not know. Known layers whose directories are gone are
+// Startup decides in which form new layers are stored (see erofslayers.go),
+// mounts the layer images, and removes crash leftovers: everything in tmp/,
+// and layer directories and images the metadata does not know. Known layers whose directories are gone are
 // dropped from the metadata with the images that use them (logged as lost).
 // Known layers not marked durable (a crash cut their flush short) are
 // checked: kept and marked durable if intact, dropped like the lost ones
 // otherwise (see checkPending). Call it once, before the store is used.
 func (s *Store) Startup(ctx context.Context) error {
+	// Layer images still mounted by an earlier run that stopped without
+	// Close are mounted again below, from their files.
+	if err := s.unmountLayers(); err != nil {
+		return fmt.Errorf("image startup: %w", err)
+	}
 	tmp, err := os.ReadDir(s.tmpDir())
 	if err != nil {
 		return fmt.Errorf("image startup: %w", err)
@@ -145,6 +154,7 @@ func (s *Store) Startup(ctx context.Context) error {
 			return fmt.Errorf("image startup: %w", err)
 		}
 	}
+	s.chooseFormat()
 	known := map[string]bool{} // hex -> durable
 	rows, err := s.db.QueryContext(ctx, `SELECT digest, durable FROM layers`)
 	if err != nil {
@@ -162,26 +172,50 @@ func (s *Store) Startup(ctx context.Context) error {
 	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
 		return fmt.Errorf("image startup: %w", err)
 	}
-	dirs, err := os.ReadDir(s.layersDir())
+	entries, err := os.ReadDir(s.layersDir())
 	if err != nil {
 		return fmt.Errorf("image startup: %w", err)
 	}
+	found := map[string]bool{} // hex -> stored as an image
+	for _, e := range entries {
+		hex, isImage := layerEntryName(e.Name())
+		found[hex] = found[hex] || isImage
+	}
 	var pending []Digest
-	for _, e := range dirs {
-		if durable, ok := known[e.Name()]; ok {
-			delete(known, e.Name())
-			if !durable {
-				pending = append(pending, Digest(digestPrefix+e.Name()))
+	type lostLayer struct {
+		unflushed bool
+		why       error
+	}
+	lost := map[Digest]lostLayer{}
+	for hex, isImage := range found {
+		d := Digest(digestPrefix + hex)
+		durable, ok := known[hex]
+		if !ok {
+			s.log.Info("removing unrecorded layer", "layer", hex)
+			if err := errors.Join(os.RemoveAll(s.LayerPath(d)), os.RemoveAll(s.layerImagePath(d))); err != nil {
+				return fmt.Errorf("image startup: %w", err)
 			}
 			continue
 		}
-		s.log.Info("removing unrecorded layer", "layer", e.Name())
-		if err := os.RemoveAll(filepath.Join(s.layersDir(), e.Name())); err != nil {
-			return fmt.Errorf("image startup: %w", err)
+		delete(known, hex)
+		if isImage {
+			if err := s.mountLayerImage(d); err != nil {
+				if durable {
+					return fmt.Errorf("image startup: layer %s: %w", d, err)
+				}
+				lost[d] = lostLayer{true, err} // a machine crash cut its write short
+				continue
+			}
+		}
+		if !durable {
+			pending = append(pending, d)
 		}
 	}
 	for hex, durable := range known {
-		if err := s.dropLostLayer(ctx, Digest(digestPrefix+hex), !durable, errors.New("its directory is missing")); err != nil {
+		lost[Digest(digestPrefix+hex)] = lostLayer{!durable, errors.New("its directory is missing")}
+	}
+	for d, l := range lost {
+		if err := s.dropLostLayer(ctx, d, l.unflushed, l.why); err != nil {
 			return fmt.Errorf("image startup: %w", err)
 		}
 	}

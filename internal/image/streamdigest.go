@@ -71,8 +71,11 @@ const linkableMax = 1 << 20
 // regular file with contents, a descriptor to read them from (closed by
 // the hashing goroutine) and, while they are being written, their progress.
 type digestItem struct {
-	hdr  *tar.Header
-	fd   int
+	hdr *tar.Header
+	fd  int
+	// base is where the contents start in fd's file (a layer image holds
+	// many files' contents; a file of a tree, 0).
+	base int64
 	prog *fileProgress
 }
 
@@ -179,7 +182,7 @@ func (d *streamDigest) write(tw *tar.Writer, it digestItem, buf []byte) error {
 				return fmt.Errorf("%s: not written whole", it.hdr.Name)
 			}
 		}
-		n, err := unix.Pread(it.fd, buf[:min(int64(len(buf)), avail-off)], off)
+		n, err := unix.Pread(it.fd, buf[:min(int64(len(buf)), avail-off)], it.base+off)
 		if err == unix.EINTR {
 			continue
 		}
@@ -299,12 +302,12 @@ func (d *streamDigest) wants() bool { return d != nil && d.lost == "" && !d.clos
 
 // madeFile records the regular file the extractor has made at rel (a clean
 // relative path) from hdr, with permission bits mode, open at fd (which
-// stays the caller's): its contents are read back through a duplicate of
-// fd. Whole, when whileWritten is false: the file is complete. As they come,
+// stays the caller's), its contents starting at base in fd's file: they are
+// read back through a duplicate of fd. Whole, when whileWritten is false: the file is complete. As they come,
 // when it is true: the file was just created, and the caller reports its
 // writing to the returned progress (advance as it writes, end once it
 // stops). The progress is nil when the digest is given up.
-func (d *streamDigest) madeFile(rel string, hdr *tar.Header, mode uint32, fd int, whileWritten bool) *fileProgress {
+func (d *streamDigest) madeFile(rel string, hdr *tar.Header, mode uint32, fd int, base int64, whileWritten bool) *fileProgress {
 	if !d.wants() {
 		return nil
 	}
@@ -317,7 +320,7 @@ func (d *streamDigest) madeFile(rel string, hdr *tar.Header, mode uint32, fd int
 	}
 	st := statOf(unix.S_IFREG|mode, hdr, hdr.Size, 0)
 	d.remember(rel, name, st)
-	it := digestItem{hdr: canonHeader(name, &st, nil, ""), fd: -1}
+	it := digestItem{hdr: canonHeader(name, &st, nil, ""), fd: -1, base: base}
 	if hdr.Size > 0 {
 		dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
 		if err != nil {

@@ -177,7 +177,7 @@ func KeepExcept(paths ...string) func(rel string) bool {
 // It reads r once: entries are converted and extracted as they come, with no
 // intermediate tar.
 func (s *Store) AddLayerFromUpperTar(ctx context.Context, r io.Reader, keep func(rel string) bool) (Digest, error) {
-	return s.addLayer(ctx, "layer from upper tar", func(x *extractor) error {
+	return s.addLayer(ctx, "layer from upper tar", func(x layerSink) error {
 		return convertUpper(ctx, r, keep, x.add)
 	})
 }
