@@ -30,7 +30,7 @@ type Config struct {
 	// LayerFormat is how new layers are stored: "auto" (EROFS images where
 	// the kernel mounts them from files, else trees) or "tree".
 	LayerFormat string
-	NoBaseBuild  bool
+	NoBaseBuild bool
 	// MaxFileSize caps files written through the file API (bytes; 0: none).
 	MaxFileSize int64
 	// RestoreTargets is how many memory snapshots get a restore prepared
