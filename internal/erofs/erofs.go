@@ -2,15 +2,19 @@
 // format the Linux kernel mounts directly from a regular file.
 //
 // A Writer keeps an in-memory tree of metadata (directories, symlinks,
-// devices, hard links) while regular files' contents are written straight
-// into the image file as they arrive (Writer.Create), each starting on a
-// 4 KiB block boundary of the data area that begins at block 1. Close then
-// appends the directory blocks and the inode table and writes the
-// superblock. The result is deterministic: the same calls give the same
-// bytes.
+// devices, hard links) while regular files' contents go straight into the
+// image file's data area, which starts at byte 4096 whatever the block
+// size: Writer.Create writes them as they arrive, each starting on a block
+// boundary, and Writer.AddData takes contents someone else already put in
+// the file (a tar written into it from byte 4096: tar contents are
+// 512-byte aligned, so such an image has 512-byte blocks). Close then
+// appends the directory and symlink blocks and the inode table after the
+// last byte of file contents and writes the superblock into the first
+// 4 KiB. The result is deterministic: the same calls give the same bytes.
 //
-// The layout is the plain one every kernel with EROFS reads: 4 KiB blocks,
-// no compression, no shared xattrs, no superblock checksum, extended (64
+// The layout is the plain one every kernel with EROFS reads: blocks of
+// 512 bytes to 4 KiB (Options.BlockBits; 4 KiB by default), no
+// compression, no shared xattrs, no superblock checksum, extended (64
 // byte) inodes so every inode keeps its own mtime with nanoseconds. Small
 // directories and symlink targets are stored inline after their inode
 // (EROFS_INODE_FLAT_INLINE); larger ones get blocks of their own.
@@ -21,6 +25,7 @@ package erofs
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"strings"
 
@@ -54,19 +59,31 @@ var (
 	errBadDev     = errors.New("erofs: device number out of range")
 	errTooBig     = errors.New("erofs: image too large")
 	errWrite      = errors.New("erofs: file contents not written as announced")
+	errBadOffset  = errors.New("erofs: invalid data offset")
+	errOptions    = errors.New("erofs: invalid options")
 )
 
 // dirThreshold is the number of entries from which a directory keeps an
 // index map; smaller directories are searched linearly.
 const dirThreshold = 32
 
+// Options configure a Writer.
+type Options struct {
+	// BlockBits is the base-2 logarithm of the image's block size: 9
+	// (512-byte blocks) to 12 (4 KiB blocks); 0 means 12. Every block
+	// size keeps the data area at byte 4096.
+	BlockBits uint8
+}
+
 // Writer builds one EROFS image in a file.
 type Writer struct {
 	f       *os.File
 	fd      int
+	bits    uint8 // block size bits
+	bs      int64 // block size
 	top     *Node // the tree's top, returned by Root
 	root    *Node // the image's root (SetRoot)
-	dataEnd int64 // end of the data area written so far (bytes)
+	dataEnd int64 // end of the file contents written or referenced so far (bytes)
 	nodes   int   // nodes made, an upper bound of the image's inodes
 	err     error // sticky error from SetMeta, reported by Close
 	closed  bool
@@ -100,16 +117,37 @@ type dirent struct {
 	node *Node
 }
 
-// NewWriter returns a Writer building an image in f, which must be empty and
-// open for reading and writing. The Writer owns f's file position until
-// Close; it never closes f.
+// NewWriter returns a Writer building an image of 4 KiB blocks in f: as
+// NewWriterOpts with the default Options.
 func NewWriter(f *os.File) *Writer {
-	w := &Writer{f: f, fd: int(f.Fd()), dataEnd: blockSize}
+	w, _ := NewWriterOpts(f, Options{})
+	return w
+}
+
+// NewWriterOpts returns a Writer building an image in f, open for reading
+// and writing. The Writer does not write to f before Close but when Create
+// asks it to, and it never closes f; it owns f's file position (which
+// Create moves) until Close. f may already hold, or be receiving from
+// elsewhere, file contents that AddData refers to; Create writes after the
+// end of all the contents the Writer knows of, so it must not be used
+// while contents it has not been told of yet are still being written.
+func NewWriterOpts(f *os.File, o Options) (*Writer, error) {
+	bits := o.BlockBits
+	if bits == 0 {
+		bits = defaultBlockBits
+	}
+	if bits < minBlockBits || bits > maxBlockBits {
+		return nil, fmt.Errorf("%w: BlockBits %d, want %d to %d", errOptions, o.BlockBits, minBlockBits, maxBlockBits)
+	}
+	w := &Writer{f: f, fd: int(f.Fd()), bits: bits, bs: 1 << bits, dataEnd: dataStart}
 	w.top = &Node{w: w, dir: &dirInfo{}, mode: unix.S_IFDIR | 0o755}
 	w.root = w.top
 	w.nodes = 1
-	return w
+	return w, nil
 }
+
+// BlockSize returns the image's block size in bytes.
+func (w *Writer) BlockSize() int64 { return w.bs }
 
 // Root returns the top directory of the tree, which starts as
 // Meta{Mode: S_IFDIR|0o755} owned by 0:0 with mtime 0. It stays the top of
@@ -247,9 +285,10 @@ func (n *Node) Mkdir(name string, m Meta) (*Node, error) {
 }
 
 // Symlink adds a symbolic link to target (non-empty, without NUL, shorter
-// than 4096 bytes). The type bits of m.Mode must be zero or S_IFLNK.
+// than 4096 bytes whatever the block size). The type bits of m.Mode must
+// be zero or S_IFLNK.
 func (n *Node) Symlink(name, target string, m Meta) (*Node, error) {
-	if target == "" || len(target) >= blockSize || strings.IndexByte(target, 0) >= 0 {
+	if target == "" || len(target) > maxSymlinkLen || strings.IndexByte(target, 0) >= 0 {
 		return nil, fmt.Errorf("%w for %q", errBadSymlink, name)
 	}
 	c, err := n.newChild(name, m, unix.S_IFLNK)
@@ -315,9 +354,10 @@ func (n *Node) Link(name string, target *Node) error {
 // Create adds a regular file of size bytes to directory parent. write must
 // write exactly size bytes to fd at fd's current file position (with
 // write(2), or copy_file_range/splice with a nil destination offset):
-// Create first moves the position to the next 4 KiB boundary of the data
-// area, calls write (not when size is 0 and write is nil), then checks that
-// the position advanced by exactly size. It returns the node and the byte
+// Create first moves the position to the first block boundary after every
+// file's contents so far (written by Create or referenced by AddData),
+// calls write (not when size is 0 and write is nil), then checks that the
+// position advanced by exactly size. It returns the node and the byte
 // offset in the image where the contents start; they can be read back with
 // pread at that offset while later files are being added. The type bits of
 // m.Mode must be zero or S_IFREG.
@@ -335,8 +375,8 @@ func (w *Writer) Create(parent *Node, name string, m Meta, size int64, write fun
 	if err != nil {
 		return nil, 0, err
 	}
-	off := roundUp(w.dataEnd, blockSize)
-	if (off+size+blockSize-1)/blockSize > maxBlocks {
+	off := roundUp(w.dataEnd, w.bs)
+	if (off+size+w.bs-1)/w.bs > maxBlocks {
 		return nil, 0, fmt.Errorf("%w: create %q", errTooBig, name)
 	}
 	if write != nil {
@@ -359,13 +399,55 @@ func (w *Writer) Create(parent *Node, name string, m Meta, size int64, write fun
 		}
 	}
 	if size > 0 {
-		c.u = uint32(off / blockSize)
+		c.u = uint32(off / w.bs)
 		w.dataEnd = max(w.dataEnd, off+size)
 	}
 	c.size = size
 	c.links = 1
 	parent.dir.add(name, c)
 	return c, off, nil
+}
+
+// AddData adds a regular file of size bytes to directory parent whose
+// contents are already in the image file, or are being written there by
+// someone else, at byte offset off: a multiple of the block size, at least
+// 4096 (the data area's start). off is ignored when size is 0. The Writer
+// never writes in [off, off+size): Close puts what it writes after the end
+// of every file's contents. The bytes from off+size to the end of the last
+// block are read with the file's last block (a mmap of the file shows
+// them past its end), so they should be zeros, as a tar's padding is.
+// Several files may share contents. The type bits of m.Mode must be zero
+// or S_IFREG.
+func (w *Writer) AddData(parent *Node, name string, m Meta, size int64, off int64) (*Node, error) {
+	if w.closed {
+		return nil, errClosed
+	}
+	if parent == nil || parent.w != w {
+		return nil, fmt.Errorf("%w: add %q", errForeign, name)
+	}
+	if size < 0 {
+		return nil, fmt.Errorf("%w: add %q with size %d", errBadMeta, name, size)
+	}
+	if size > 0 {
+		if off < dataStart || off%w.bs != 0 {
+			return nil, fmt.Errorf("%w: %q at %d, want a multiple of %d from %d on", errBadOffset, name, off, w.bs, dataStart)
+		}
+		if off > math.MaxInt64-size-w.bs || (off+size+w.bs-1)/w.bs > maxBlocks {
+			return nil, fmt.Errorf("%w: %q: %d bytes at %d", errTooBig, name, size, off)
+		}
+	}
+	c, err := parent.newChild(name, m, unix.S_IFREG)
+	if err != nil {
+		return nil, err
+	}
+	if size > 0 {
+		c.u = uint32(off / w.bs)
+		w.dataEnd = max(w.dataEnd, off+size)
+	}
+	c.size = size
+	c.links = 1
+	parent.dir.add(name, c)
+	return c, nil
 }
 
 // newChild checks that name can be added to n and returns a new node of

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path"
@@ -190,7 +191,9 @@ func acl(dflt bool) string {
 	return string(b)
 }
 
-func TestTree(t *testing.T) {
+func TestTree(t *testing.T) { forBlockSizes(t, testTree) }
+
+func testTree(t *testing.T, bits uint8) {
 	requireRoot(t)
 	rnd := rand.New(rand.NewPCG(1, 2))
 	const (
@@ -242,7 +245,7 @@ func TestTree(t *testing.T) {
 			"security.selinux":                 "system_u:object_r:etc_t:s0",
 		}}, data: []byte("x")},
 	}
-	ti := newTestImage(t)
+	ti := newTestImageBits(t, bits)
 	ti.Root().SetMeta(Meta{Mode: 0o711, Uid: 1, Gid: 2, Mtime: 99, MtimeNsec: 100, Xattrs: map[string]string{"user.root": "r"}})
 	ti.build(specs)
 	if got := ti.lookup("a/b/c").Meta(); got.Mode != dir|0o2755 || got.Xattrs["trusted.overlay.opaque"] != "y" || len(got.Xattrs) != 2 {
@@ -301,10 +304,12 @@ func direntInos(t *testing.T, p string) map[string]uint64 {
 
 // TestLargeDir checks a directory of many blocks: every name looked up by
 // the kernel's binary search and listed in order.
-func TestLargeDir(t *testing.T) {
+func TestLargeDir(t *testing.T) { forBlockSizes(t, testLargeDir) }
+
+func testLargeDir(t *testing.T, bits uint8) {
 	requireRoot(t)
 	rnd := rand.New(rand.NewPCG(3, 4))
-	ti := newTestImage(t)
+	ti := newTestImageBits(t, bits)
 	d := ti.mkdir(ti.Root(), "big", Meta{Mode: 0o755})
 	alphabet := "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-+!~,=@%\xc3\xa9\x01\xff "
 	names := map[string]bool{}
@@ -352,7 +357,7 @@ func TestLargeDir(t *testing.T) {
 	mnt := ti.mount()
 	p := filepath.Join(mnt, "big")
 	st := lstat(t, p)
-	if st.Size <= 4*blockSize {
+	if st.Size <= 4*ti.bs {
 		t.Errorf("directory size %d: expected several blocks", st.Size)
 	}
 	if want := uint64(2 + len(sorted)/4); st.Nlink != want {
@@ -402,10 +407,12 @@ func TestLargeDir(t *testing.T) {
 // TestPacking exercises the inline tails: symlink targets and directories
 // of every size, so that inodes and their tails meet block ends, plus an
 // xattr body larger than a block.
-func TestPacking(t *testing.T) {
+func TestPacking(t *testing.T) { forBlockSizes(t, testPacking) }
+
+func testPacking(t *testing.T, bits uint8) {
 	requireRoot(t)
 	rnd := rand.New(rand.NewPCG(5, 6))
-	ti := newTestImage(t)
+	ti := newTestImageBits(t, bits)
 	var specs []spec
 	for i := range 600 {
 		n := 1 + rnd.IntN(300)
@@ -440,9 +447,11 @@ func TestPacking(t *testing.T) {
 	checkTree(t, ti.mount(), specs)
 }
 
-func TestHardLinks(t *testing.T) {
+func TestHardLinks(t *testing.T) { forBlockSizes(t, testHardLinks) }
+
+func testHardLinks(t *testing.T, bits uint8) {
 	requireRoot(t)
-	ti := newTestImage(t)
+	ti := newTestImageBits(t, bits)
 	root := ti.Root()
 	d := ti.mkdir(root, "d", Meta{Mode: 0o755})
 	f := ti.file(root, "f", Meta{Mode: 0o640, Uid: 7}, []byte("linked contents"))
@@ -499,9 +508,11 @@ func TestHardLinks(t *testing.T) {
 	})
 }
 
-func TestRemoveAndSetRoot(t *testing.T) {
+func TestRemoveAndSetRoot(t *testing.T) { forBlockSizes(t, testRemoveAndSetRoot) }
+
+func testRemoveAndSetRoot(t *testing.T, bits uint8) {
 	requireRoot(t)
-	ti := newTestImage(t)
+	ti := newTestImageBits(t, bits)
 	root := ti.Root()
 	top := ti.mkdir(root, "top", Meta{Mode: 0o700, Mtime: 5})
 	sub := ti.mkdir(top, "sub", Meta{Mode: 0o755})
@@ -595,8 +606,10 @@ func TestRemovedRoot(t *testing.T) {
 
 // TestCreateOffset checks the offsets Create returns (contents read back
 // with pread) and how it treats callbacks that write too little or fail.
-func TestCreateOffset(t *testing.T) {
-	ti := newTestImage(t)
+func TestCreateOffset(t *testing.T) { forBlockSizes(t, testCreateOffset) }
+
+func testCreateOffset(t *testing.T, bits uint8) {
+	ti := newTestImageBits(t, bits)
 	fd := int(ti.f.Fd())
 	rnd := rand.New(rand.NewPCG(7, 8))
 	type file struct {
@@ -604,14 +617,14 @@ func TestCreateOffset(t *testing.T) {
 		data []byte
 	}
 	var files []file
-	prevEnd := int64(blockSize)
+	prevEnd := int64(dataStart)
 	for i, size := range []int{1, 4096, 0, 4097, 100000, 3} {
 		data := randBytes(rnd, size)
 		_, off, err := ti.Create(ti.Root(), fmt.Sprint("f", i), Meta{Mode: 0o644}, int64(size), writeBytes(data))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if off%blockSize != 0 || off < prevEnd {
+		if off%ti.bs != 0 || off < prevEnd {
 			t.Errorf("file %d at %d, previous end %d", i, off, prevEnd)
 		}
 		prevEnd = off + int64(size)
@@ -809,9 +822,11 @@ func TestErrors(t *testing.T) {
 }
 
 // TestDeterministic builds the same tree twice and compares the bytes.
-func TestDeterministic(t *testing.T) {
+func TestDeterministic(t *testing.T) { forBlockSizes(t, testDeterministic) }
+
+func testDeterministic(t *testing.T, bits uint8) {
 	build := func() []byte {
-		ti := newTestImage(t)
+		ti := newTestImageBits(t, bits)
 		root := ti.Root()
 		for i := range 300 {
 			d := ti.mkdir(root, fmt.Sprintf("dir%d", (i*7)%300), Meta{Mode: 0o755, Xattrs: map[string]string{"user.b": "2", "user.a": "1", "trusted.c": "3"}})
@@ -882,18 +897,40 @@ func TestManyFiles(t *testing.T) {
 // TestExactSizes builds directories and symlinks whose sizes sit on block
 // boundaries: a tail filling the rest of its inode's block exactly, sizes
 // of whole blocks (no tail), and the smallest tails.
-func TestExactSizes(t *testing.T) {
-	// entries returns names (prefix + index, padded to the given lengths).
-	entries := func(prefix string, lens ...int) []string {
+func TestExactSizes(t *testing.T) { forBlockSizes(t, testExactSizes) }
+
+func testExactSizes(t *testing.T, bits uint8) {
+	bs := 1 << bits
+	// fill returns names (prefix + index, padded with x) whose dirents
+	// (12 bytes each, plus the name) take exactly n bytes.
+	fill := func(prefix string, n int) []string {
 		var names []string
-		for i, l := range lens {
-			n := fmt.Sprintf("%s%03d", prefix, i)
-			names = append(names, n+strings.Repeat("x", l-len(n)))
+		for n > 0 {
+			l := 255
+			switch {
+			case n <= 12+255:
+				l = n - 12
+			case n-(12+255) < 12+len(prefix)+3:
+				l = n - 12 - (12 + len(prefix) + 3) // leave room for a shortest name
+			}
+			name := fmt.Sprintf("%s%03d", prefix, len(names))
+			if l < len(name) {
+				t.Fatalf("fill(%q, %d): no name fits", prefix, n)
+			}
+			names = append(names, name+strings.Repeat("x", l-len(name)))
+			n -= 12 + l
 		}
 		return names
 	}
-	rep := func(n, l int) []int { return slices.Repeat([]int{l}, n) }
+	cat := func(lists ...[]string) []string { return slices.Concat(lists...) }
 	const dots = 13 + 14 // "." and ".." entries
+	// An xattr body of 12 (header) + 4+1+v (entry) bytes, v a multiple of 4 minus 1.
+	v := 231
+	if bs == 512 {
+		v = 71
+	}
+	xa := map[string]string{"user.a": strings.Repeat("v", v)}
+	xsize := 12 + 4 + 1 + v
 	cases := []struct {
 		name   string
 		names  []string
@@ -901,16 +938,15 @@ func TestExactSizes(t *testing.T) {
 		size   int64
 		layout int
 	}{
-		{"inline-full-block", entries("a", rep(15, 255)...), nil, dots + 15*267, flatInline},
-		{"one-block", entries("a", append(rep(15, 255), 52)...), nil, 4096, flatPlain},
-		{"two-blocks", append(entries("a", append(rep(15, 255), 52)...), entries("b", append(rep(15, 255), 79)...)...), nil, 8192, flatPlain},
-		{"block-and-small-tail", append(entries("a", append(rep(15, 255), 52)...), "c"), nil, 4096 + 13, flatInline},
-		{"block-and-full-tail", append(entries("a", append(rep(15, 255), 52)...), entries("b", rep(15, 255)...)...), nil, 4096 + 15*267, flatInline},
-		// 64 (inode) + 12 (xattr header) + 4+1+231 (entry) + 3784 = 4096.
-		{"xattrs-fill-block", entries("a", append(rep(14, 255), 7)...), map[string]string{"user.a": strings.Repeat("v", 231)}, dots + 14*267 + 19, flatInline},
-		{"just-too-big-to-inline", entries("a", append(rep(14, 255), 8)...), map[string]string{"user.a": strings.Repeat("v", 231)}, dots + 14*267 + 20, flatPlain},
+		{"inline-full-block", fill("a", bs-inodeSize-dots), nil, int64(bs - inodeSize), flatInline},
+		{"one-block", fill("a", bs-dots), nil, int64(bs), flatPlain},
+		{"two-blocks", cat(fill("a", bs-dots), fill("b", bs)), nil, int64(2 * bs), flatPlain},
+		{"block-and-small-tail", cat(fill("a", bs-dots), []string{"c"}), nil, int64(bs + 13), flatInline},
+		{"block-and-full-tail", cat(fill("a", bs-dots), fill("b", bs-inodeSize)), nil, int64(2*bs - inodeSize), flatInline},
+		{"xattrs-fill-block", fill("a", bs-inodeSize-xsize-dots), xa, int64(bs - inodeSize - xsize), flatInline},
+		{"just-too-big-to-inline", fill("a", bs-inodeSize-xsize-dots+1), xa, int64(bs - inodeSize - xsize + 1), flatPlain},
 	}
-	ti := newTestImage(t)
+	ti := newTestImageBits(t, bits)
 	var specs []spec
 	for i, c := range cases {
 		// Vary what precedes each directory in the inode table.
@@ -920,12 +956,21 @@ func TestExactSizes(t *testing.T) {
 			specs = append(specs, spec{path: c.name + "/" + n, meta: Meta{Mode: unix.S_IFREG | 0o644}})
 		}
 	}
-	for _, l := range []int{4032, 4033, 4095, 4031, 1} {
+	// Symlinks: inline when the whole target fits after the inode, else in
+	// blocks of their own (as many as it takes).
+	links := map[int]int{bs - inodeSize: flatInline, bs - inodeSize + 1: flatPlain, bs - inodeSize - 1: flatInline,
+		1: flatInline, bs: flatPlain, bs + 1: flatPlain, 4095: flatPlain, 2*bs - inodeSize: flatPlain}
+	maps.DeleteFunc(links, func(l, _ int) bool { return l > maxSymlinkLen })
+	for l := range links {
 		specs = append(specs, spec{path: fmt.Sprintf("link%d", l), meta: Meta{Mode: unix.S_IFLNK | 0o777}, target: strings.Repeat("t", l)})
 	}
+	slices.SortFunc(specs, func(a, b spec) int { return strings.Compare(a.path, b.path) })
 	ti.build(specs)
 	ti.close()
 	r := readImage(t, ti.path)
+	if r.bs != int64(bs) {
+		t.Fatalf("block size %d, want %d", r.bs, bs)
+	}
 	for _, c := range cases {
 		in := r.lookup(c.name)
 		if in.size != c.size || in.layout != c.layout {
@@ -938,7 +983,7 @@ func TestExactSizes(t *testing.T) {
 			t.Errorf("%s: entries differ", c.name)
 		}
 	}
-	for l, layout := range map[int]int{4032: flatInline, 4033: flatPlain, 4095: flatPlain, 4031: flatInline, 1: flatInline} {
+	for l, layout := range links {
 		in := r.lookup(fmt.Sprintf("link%d", l))
 		if in.layout != layout || string(r.data(in)) != strings.Repeat("t", l) {
 			t.Errorf("link%d: layout %d, want %d", l, in.layout, layout)

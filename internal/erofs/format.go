@@ -10,14 +10,19 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// On-disk constants, from the kernel's fs/erofs/erofs_fs.h.
+// On-disk constants, from the kernel's fs/erofs/erofs_fs.h, and the limits
+// of this layout.
 const (
-	blockBits   = 12
-	blockSize   = 1 << blockBits
-	maxBlocks   = math.MaxUint32
-	maxNameLen  = 255 // EROFS_NAME_LEN
-	superOffset = 1024
-	superMagic  = 0xE0F5E1E2
+	defaultBlockBits = 12
+	minBlockBits     = 9  // the kernel takes 9 to PAGE_SHIFT
+	maxBlockBits     = 12 // the smallest page size
+	dataStart        = 4096
+	maxBlocks        = math.MaxUint32
+	maxNameLen       = 255  // EROFS_NAME_LEN
+	maxSymlinkLen    = 4095 // what page_get_link reads: one page, NUL-terminated
+	superOffset      = 1024
+	superSize        = 128
+	superMagic       = 0xE0F5E1E2
 
 	inodeSize   = 64 // struct erofs_inode_extended
 	inodeAlign  = 32 // nid = offset in the metadata area / 32
@@ -132,10 +137,13 @@ type nodeInfo struct {
 	parent uint32 // ord of the parent directory (directories)
 }
 
-// Close writes the directories, the inode table and the superblock,
-// truncates the file to a whole number of blocks and returns the image
-// size. It does not fsync or close the file. After Close, successful or
-// not, the Writer is unusable.
+// Close writes the directory and symlink blocks and the inode table after
+// the end of every file's contents (written by Create or referenced by
+// AddData), then the first 4 KiB (the superblock at byte 1024, zeros
+// around it), truncates the file to a whole number of blocks and returns
+// the image size. It writes nothing else: the bytes from 4096 to the end
+// of the file contents stay as they are. It does not fsync or close the
+// file. After Close, successful or not, the Writer is unusable.
 func (w *Writer) Close() (int64, error) {
 	if w.closed {
 		return 0, errClosed
@@ -181,8 +189,11 @@ func (w *Writer) Close() (int64, error) {
 
 	// Sizes and where directory and symlink contents go: inline after the
 	// inode when the tail fits in the inode's block, else blocks of their
-	// own after the data area.
-	dirStart := roundUp(w.dataEnd, blockSize) / blockSize
+	// own after the data area. A directory keeps its last partial block
+	// inline when it fits (with whole blocks before it); a symlink is
+	// inline only as a whole, else in blocks (EROFS_INODE_FLAT_PLAIN).
+	bs := w.bs
+	dirStart := roundUp(w.dataEnd, bs) / bs
 	blk := dirStart
 	var scratch []dirent
 	for i := range infos {
@@ -192,7 +203,7 @@ func (w *Writer) Close() (int64, error) {
 		switch {
 		case n.dir != nil:
 			scratch = withDots(scratch[:0], n.dir.ents, n, infos[in.parent-1].n)
-			size = dirSize(scratch)
+			size = dirSize(scratch, bs)
 		case n.mode&unix.S_IFMT == unix.S_IFLNK:
 			size = int64(len(n.target))
 		default:
@@ -200,10 +211,10 @@ func (w *Writer) Close() (int64, error) {
 			continue
 		}
 		in.size = size
-		tail := size % blockSize
-		full := size / blockSize
-		if tail == 0 || inodeSize+xattrBodySize(n)+tail > blockSize {
-			full, tail = (size+blockSize-1)/blockSize, 0
+		tail := size % bs
+		full := size / bs
+		if tail == 0 || inodeSize+xattrBodySize(n)+tail > bs || n.dir == nil && full > 0 {
+			full, tail = (size+bs-1)/bs, 0
 		}
 		in.tail = uint16(tail)
 		if full > 0 {
@@ -212,15 +223,16 @@ func (w *Writer) Close() (int64, error) {
 		}
 	}
 
-	// Inodes, 32-byte aligned, each (when it can) within one block. The
-	// first slot is left empty so that no inode number is 0.
+	// Inodes, 32-byte aligned, each (when it can) within one block: an
+	// inline tail must be in its inode's block. The first slot is left
+	// empty so that no inode number is 0.
 	metaStart := blk
 	pos := int64(inodeAlign)
 	for i := range infos {
 		in := &infos[i]
 		isize := inodeSize + xattrBodySize(in.n) + int64(in.tail)
-		if pos%blockSize+isize > blockSize && isize <= blockSize {
-			pos = roundUp(pos, blockSize)
+		if pos%bs+isize > bs && isize <= bs {
+			pos = roundUp(pos, bs)
 		}
 		in.nid = uint64(pos / inodeAlign)
 		pos = roundUp(pos+isize, inodeAlign)
@@ -228,7 +240,7 @@ func (w *Writer) Close() (int64, error) {
 	if infos[0].nid > math.MaxUint16 {
 		return 0, fmt.Errorf("%w: root nid %d", errTooBig, infos[0].nid)
 	}
-	metaBlocks := (pos + blockSize - 1) / blockSize
+	metaBlocks := (pos + bs - 1) / bs
 	total := metaStart + metaBlocks
 	if total > maxBlocks {
 		return 0, fmt.Errorf("%w: %d blocks", errTooBig, total)
@@ -236,8 +248,8 @@ func (w *Writer) Close() (int64, error) {
 
 	// Write the directory/symlink blocks, then the metadata area, through
 	// one buffer.
-	bufSize := min(writeBufSize, (total-dirStart)*blockSize)
-	bw := &blockWriter{fd: w.fd, off: dirStart * blockSize, buf: make([]byte, 0, bufSize)}
+	bufSize := min(writeBufSize, (total-dirStart)*bs)
+	bw := &blockWriter{fd: w.fd, off: dirStart * bs, buf: make([]byte, 0, bufSize)}
 	for i := range infos {
 		in := &infos[i]
 		n := in.n
@@ -248,30 +260,30 @@ func (w *Writer) Close() (int64, error) {
 			scratch = withDots(scratch[:0], n.dir.ents, n, infos[in.parent-1].n)
 			end := in.size - int64(in.tail) // bytes that go to blocks
 			var off int64
-			forDirBlocks(scratch, func(blkEnts []dirent, used int) bool {
+			forDirBlocks(scratch, bs, func(blkEnts []dirent, used int) bool {
 				if off >= end {
 					return false
 				}
 				bw.buf = appendDirBlock(bw.buf, blkEnts, infos)
-				bw.pad(blockSize)
-				off += blockSize
+				bw.pad(bs)
+				off += bs
 				return true
 			})
 		} else {
 			bw.buf = append(bw.buf, n.target...)
-			bw.pad(blockSize)
+			bw.pad(bs)
 		}
 		if err := bw.flushIfFull(); err != nil {
 			return 0, err
 		}
 	}
-	if bw.written() != metaStart*blockSize {
-		return 0, fmt.Errorf("erofs: internal error: directory area ends at %d, want %d", bw.written(), metaStart*blockSize)
+	if bw.written() != metaStart*bs {
+		return 0, fmt.Errorf("erofs: internal error: directory area ends at %d, want %d", bw.written(), metaStart*bs)
 	}
 	for i := range infos {
 		in := &infos[i]
 		n := in.n
-		at := metaStart*blockSize + int64(in.nid)*inodeAlign
+		at := metaStart*bs + int64(in.nid)*inodeAlign
 		bw.zeroTo(at)
 		bw.buf = appendInode(bw.buf, in, uint32(i+1))
 		if n.xattrs != "" {
@@ -283,7 +295,7 @@ func (w *Writer) Close() (int64, error) {
 			if n.dir != nil {
 				scratch = withDots(scratch[:0], n.dir.ents, n, infos[in.parent-1].n)
 				var last []dirent
-				forDirBlocks(scratch, func(blkEnts []dirent, used int) bool {
+				forDirBlocks(scratch, bs, func(blkEnts []dirent, used int) bool {
 					last = blkEnts
 					return true
 				})
@@ -296,29 +308,32 @@ func (w *Writer) Close() (int64, error) {
 			return 0, err
 		}
 	}
-	bw.zeroTo(total * blockSize)
+	bw.zeroTo(total * bs)
 	if err := bw.flush(); err != nil {
 		return 0, err
 	}
 
-	// struct erofs_super_block; every field not set here is zero: no
+	// The first 4 KiB, below the data area: struct erofs_super_block at
+	// 1024, zeros around it. Every field not set here is zero: no
 	// checksum, no compat or incompat features, no shared xattrs, build
-	// time 0, zero uuid and volume name.
-	sb := make([]byte, 128)
+	// time 0, zero uuid and volume name, dirblkbits 0 (directory blocks
+	// are filesystem blocks, the only size the kernel takes).
+	head := make([]byte, dataStart)
+	sb := head[superOffset : superOffset+superSize]
 	le := binary.LittleEndian
 	le.PutUint32(sb[0:], superMagic)
-	sb[12] = blockBits                          // blkszbits
+	sb[12] = w.bits                             // blkszbits
 	le.PutUint16(sb[14:], uint16(infos[0].nid)) // root_nid
 	le.PutUint64(sb[16:], uint64(len(infos)))   // inos
 	le.PutUint32(sb[36:], uint32(total))        // blocks
-	le.PutUint32(sb[40:], uint32(metaStart))    // meta_blkaddr
-	if err := pwriteAll(w.fd, sb, superOffset); err != nil {
+	le.PutUint32(sb[40:], uint32(metaStart))    // meta_blkaddr, in blocks
+	if err := pwriteAll(w.fd, head, 0); err != nil {
 		return 0, err
 	}
-	if err := unix.Ftruncate(w.fd, total*blockSize); err != nil {
+	if err := unix.Ftruncate(w.fd, total*bs); err != nil {
 		return 0, fmt.Errorf("erofs: truncate image: %w", err)
 	}
-	return total * blockSize, nil
+	return total * bs, nil
 }
 
 // xattrBodySize is the size of n's inline xattr body (header included).
@@ -342,14 +357,14 @@ func withDots(dst, ents []dirent, self, parent *Node) []dirent {
 	return append(dst, ents[j:]...)
 }
 
-// forDirBlocks splits the sorted entries into directory blocks, greedily,
-// and calls fn with each block's entries and used bytes until fn returns
-// false.
-func forDirBlocks(ents []dirent, fn func(blk []dirent, used int) bool) {
+// forDirBlocks splits the sorted entries into directory blocks of bs
+// bytes, greedily, and calls fn with each block's entries and used bytes
+// until fn returns false.
+func forDirBlocks(ents []dirent, bs int64, fn func(blk []dirent, used int) bool) {
 	start, used := 0, 0
 	for i, e := range ents {
 		need := direntSize + len(e.name)
-		if i > start && used+need > blockSize {
+		if i > start && int64(used+need) > bs {
 			if !fn(ents[start:i], used) {
 				return
 			}
@@ -362,16 +377,16 @@ func forDirBlocks(ents []dirent, fn func(blk []dirent, used int) bool) {
 	}
 }
 
-// dirSize is the i_size of a directory with these entries (all blocks full
-// but the last).
-func dirSize(ents []dirent) int64 {
+// dirSize is the i_size of a directory with these entries in blocks of bs
+// bytes (all blocks full but the last).
+func dirSize(ents []dirent, bs int64) int64 {
 	var blocks, last int64
-	forDirBlocks(ents, func(_ []dirent, used int) bool {
+	forDirBlocks(ents, bs, func(_ []dirent, used int) bool {
 		blocks++
 		last = int64(used)
 		return true
 	})
-	return (blocks-1)*blockSize + last
+	return (blocks-1)*bs + last
 }
 
 // appendDirBlock appends the used part of one directory block: the
@@ -466,7 +481,7 @@ func (bw *blockWriter) zeroTo(at int64) {
 }
 
 func (bw *blockWriter) flushIfFull() error {
-	if len(bw.buf) < cap(bw.buf)-2*blockSize {
+	if len(bw.buf) < cap(bw.buf)-2*dataStart {
 		return nil
 	}
 	return bw.flush()

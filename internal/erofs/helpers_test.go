@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -43,15 +44,49 @@ func writeBytes(b []byte) func(fd int) error {
 	}
 }
 
+// blockBitsTested are the block sizes the layout tests run with: 4 KiB
+// (NewWriter's) and 512 bytes (an image around a tar).
+var blockBitsTested = []uint8{12, 9}
+
+// forBlockSizes runs test as a subtest for each of blockBitsTested.
+func forBlockSizes(t *testing.T, test func(t *testing.T, bits uint8)) {
+	for _, bits := range blockBitsTested {
+		t.Run(fmt.Sprintf("block%d", 1<<bits), func(t *testing.T) { test(t, bits) })
+	}
+}
+
 // testImage is an image under construction in a temporary directory.
 type testImage struct {
 	t    *testing.T
 	f    *os.File
 	path string
+	bs   int64
 	*Writer
 }
 
+// newTestImage starts an image of 4 KiB blocks (NewWriter).
 func newTestImage(t *testing.T) *testImage {
+	t.Helper()
+	ti := newTestFile(t)
+	ti.Writer = NewWriter(ti.f)
+	ti.bs = ti.BlockSize()
+	return ti
+}
+
+// newTestImageBits starts an image of 1<<bits byte blocks (NewWriterOpts).
+func newTestImageBits(t *testing.T, bits uint8) *testImage {
+	t.Helper()
+	ti := newTestFile(t)
+	w, err := NewWriterOpts(ti.f, Options{BlockBits: bits})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ti.Writer, ti.bs = w, w.BlockSize()
+	return ti
+}
+
+// newTestFile makes the image file, without a Writer yet.
+func newTestFile(t *testing.T) *testImage {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "layer.erofs")
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
@@ -59,7 +94,7 @@ func newTestImage(t *testing.T) *testImage {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Close() })
-	return &testImage{t: t, f: f, path: path, Writer: NewWriter(f)}
+	return &testImage{t: t, f: f, path: path}
 }
 
 // file adds a regular file with contents data.
@@ -101,7 +136,7 @@ func (ti *testImage) close() {
 	if err != nil {
 		ti.t.Fatal(err)
 	}
-	if st.Size() != size || size%blockSize != 0 {
+	if st.Size() != size || size%ti.bs != 0 {
 		ti.t.Fatalf("Close returned size %d, file has %d bytes", size, st.Size())
 	}
 }
@@ -185,6 +220,7 @@ func listxattr(t *testing.T, path string) []string {
 type imageReader struct {
 	t    *testing.T
 	b    []byte
+	bs   int64 // block size
 	meta int64 // byte offset of the metadata area
 	root uint64
 }
@@ -209,10 +245,11 @@ func readImage(t *testing.T, path string) *imageReader {
 	}
 	sb := b[superOffset:]
 	le := binary.LittleEndian
-	if le.Uint32(sb) != superMagic || sb[12] != blockBits || int64(le.Uint32(sb[36:]))*blockSize != int64(len(b)) {
-		t.Fatalf("bad superblock: magic %#x blkszbits %d blocks %d, file %d bytes", le.Uint32(sb), sb[12], le.Uint32(sb[36:]), len(b))
+	bits := sb[12]
+	if le.Uint32(sb) != superMagic || bits < minBlockBits || bits > maxBlockBits || int64(le.Uint32(sb[36:]))<<bits != int64(len(b)) {
+		t.Fatalf("bad superblock: magic %#x blkszbits %d blocks %d, file %d bytes", le.Uint32(sb), bits, le.Uint32(sb[36:]), len(b))
 	}
-	return &imageReader{t: t, b: b, meta: int64(le.Uint32(sb[40:])) * blockSize, root: uint64(le.Uint16(sb[14:]))}
+	return &imageReader{t: t, b: b, bs: 1 << bits, meta: int64(le.Uint32(sb[40:])) << bits, root: uint64(le.Uint16(sb[14:]))}
 }
 
 func (r *imageReader) inode(nid uint64) rinode {
@@ -233,14 +270,14 @@ func (r *imageReader) inode(nid uint64) rinode {
 
 // data returns the contents of a directory or symlink inode.
 func (r *imageReader) data(in rinode) []byte {
-	start := int64(in.u) * blockSize
+	start := int64(in.u) * r.bs
 	switch in.layout {
 	case flatPlain:
 		return r.b[start : start+in.size]
 	case flatInline:
-		tail := in.size % blockSize
+		tail := in.size % r.bs
 		full := in.size - tail
-		if end := in.off + inodeSize + in.xsize + tail; (end-1)/blockSize != (in.off+inodeSize+in.xsize)/blockSize {
+		if end := in.off + inodeSize + in.xsize + tail; (end-1)/r.bs != (in.off+inodeSize+in.xsize)/r.bs {
 			r.t.Fatalf("nid %d: inline tail crosses a block boundary", in.nid)
 		}
 		d := append([]byte(nil), r.b[start:start+full]...)
@@ -256,7 +293,7 @@ func (r *imageReader) entries(in rinode) (names []string, nids []uint64) {
 	le := binary.LittleEndian
 	d := r.data(in)
 	for len(d) > 0 {
-		blk := d[:min(len(d), blockSize)]
+		blk := d[:min(int64(len(d)), r.bs)]
 		d = d[len(blk):]
 		n := int(le.Uint16(blk[8:])) / direntSize
 		for i := range n {

@@ -15,10 +15,12 @@ import (
 // 0/0 in the upper image is a whiteout hiding the lower image's entry, and
 // "trusted.overlay.opaque"="y" on a directory hides the lower directory's
 // contents.
-func TestOverlay(t *testing.T) {
+func TestOverlay(t *testing.T) { forBlockSizes(t, testOverlay) }
+
+func testOverlay(t *testing.T, bits uint8) {
 	requireRoot(t)
 
-	lower := newTestImage(t)
+	lower := newTestImageBits(t, bits)
 	lr := lower.Root()
 	ld := lower.mkdir(lr, "d", Meta{Mode: 0o755})
 	lower.file(ld, "a", Meta{Mode: 0o644}, []byte("lower a"))
@@ -31,7 +33,7 @@ func TestOverlay(t *testing.T) {
 	lower.file(tr, "old", Meta{Mode: 0o644}, []byte("old"))
 	lowerMnt := lower.mount()
 
-	upper := newTestImage(t)
+	upper := newTestImageBits(t, bits)
 	ur := upper.Root()
 	if _, err := ur.Mknod("w", Meta{Mode: unix.S_IFCHR}, unix.Mkdev(0, 0)); err != nil {
 		t.Fatal(err)

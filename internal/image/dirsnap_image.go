@@ -23,14 +23,13 @@ import (
 // rel's tree is copied out of the merged view (AddLayerFromDir). tmp is the
 // caller's scratch directory (trashed after).
 func (s *Store) addDirLayerImage(ctx context.Context, tmp string, lowers []Digest, upper io.Reader, rel string, st *stages) (Digest, error) {
-	b, f, err := s.newLayerImage()
+	// rel's tree may turn out to be the layer as built: digest it on the
+	// way.
+	b, err := s.dirImageBuilder(upper, rel)
 	if err != nil {
 		return "", fmt.Errorf("directory layer: %w", err)
 	}
-	defer s.dropTmpImage(f)
-	// rel's tree may turn out to be the layer as built: digest it on the
-	// way.
-	b.sd = newStreamDigest(rel)
+	defer b.discard()
 	defer b.sd.stop()
 	err = convertUpper(ctx, upper, onPathTo(rel), b.add)
 	b.close()
@@ -48,11 +47,11 @@ func (s *Store) addDirLayerImage(ctx context.Context, tmp string, lowers []Diges
 		if err != nil {
 			return "", fmt.Errorf("directory layer: %w", err)
 		}
-		st.log(ctx, s.log, "directory layer", "layer", d, "route", "adopt")
+		st.log(ctx, s.log, "directory layer", "layer", d, "route", "adopt", "tar_image", b.tarData)
 		return d, nil
 	}
 	b.sd.stop() // the layer is copied out of the merged view instead
-	src, done, err := s.mergeImage(tmp, "1", b, f, lowers, rel)
+	src, done, err := s.mergeImage(tmp, "1", b, lowers, rel)
 	if err != nil {
 		return "", err
 	}
@@ -67,17 +66,18 @@ func (s *Store) addDirLayerImage(ctx context.Context, tmp string, lowers []Diges
 		if _, err := seeker.Seek(0, io.SeekStart); err != nil {
 			return "", fmt.Errorf("directory layer: %w", err)
 		}
-		b2, f2, err := s.newLayerImage()
+		b2, err := s.dirImageBuilder(upper, "")
 		if err != nil {
 			return "", fmt.Errorf("directory layer: %w", err)
 		}
-		defer s.dropTmpImage(f2)
+		defer b2.discard()
+		b2.sd.stop()
 		err = convertUpper(ctx, upper, nil, b2.add)
 		b2.close()
 		if err != nil {
 			return "", fmt.Errorf("directory layer: %w", err)
 		}
-		if src, done, err = s.mergeImage(tmp, "2", b2, f2, lowers, rel); err != nil {
+		if src, done, err = s.mergeImage(tmp, "2", b2, lowers, rel); err != nil {
 			return "", err
 		}
 	}
@@ -85,20 +85,35 @@ func (s *Store) addDirLayerImage(ctx context.Context, tmp string, lowers []Diges
 	return s.AddLayerFromDir(ctx, src)
 }
 
-// mergeImage finishes the diff image b (in f), mounts it at tmp/name/diff
-// and that over lowers at tmp/name/merged, and resolves rel there (see
-// mountMerged). done unmounts both.
-func (s *Store) mergeImage(tmp, name string, b *imageBuilder, f *os.File, lowers []Digest, rel string) (string, func(), error) {
+// dirImageBuilder returns a builder for the diff upper: around its tar when
+// the store can take its file over (see TarFile), else a new image.
+func (s *Store) dirImageBuilder(upper io.Reader, under string) (*imageBuilder, error) {
+	if tf, ok := upper.(TarFile); ok {
+		return s.newTarImage(tf, under)
+	}
+	b, err := s.newLayerImage()
+	if err != nil {
+		return nil, err
+	}
+	b.sd = newStreamDigest(under)
+	return b, nil
+}
+
+// mergeImage finishes the diff image b, mounts it at tmp/name/diff and that
+// over lowers at tmp/name/merged, and resolves rel there (see mountMerged).
+// done unmounts both.
+func (s *Store) mergeImage(tmp, name string, b *imageBuilder, lowers []Digest, rel string) (string, func(), error) {
 	diff, merged := filepath.Join(tmp, name, "diff"), filepath.Join(tmp, name, "merged")
 	for _, d := range []string{diff, merged} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return "", nil, fmt.Errorf("directory layer: %w", err)
 		}
 	}
-	if _, err := b.finish(); err != nil {
+	img, err := s.imageFile(b)
+	if err != nil {
 		return "", nil, fmt.Errorf("directory layer: %w", err)
 	}
-	if err := erofs.Mount(f.Name(), diff); err != nil {
+	if err := erofs.Mount(img, diff); err != nil {
 		return "", nil, fmt.Errorf("directory layer: %w", err)
 	}
 	src, done, err := s.mountMerged(diff, merged, lowers, rel)

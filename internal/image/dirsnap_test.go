@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -13,7 +14,9 @@ import (
 	"github.com/sandboxd/sandboxd/internal/errdefs"
 )
 
-func TestAddDirLayer(t *testing.T) {
+func TestAddDirLayer(t *testing.T) { forEachUpperForm(t, testAddDirLayer) }
+
+func testAddDirLayer(t *testing.T, mk func(*testing.T, []byte) io.Reader) {
 	requireRoot(t)
 	s, _ := newTestStore(t, BaseConfig{})
 	ctx := context.Background()
@@ -54,7 +57,7 @@ func TestAddDirLayer(t *testing.T) {
 		"b": "drwxr-xr-x", "b/file": "-rw-r--r--", "new": "-rw-r-----", "rel-link": "Lrwxrwxrwx",
 	}
 	for _, dir := range []string{"/a", "/link"} { // /link resolves inside the sandbox's tree
-		d, err := s.AddDirLayer(ctx, []Digest{base}, bytes.NewReader(upper()), dir)
+		d, err := s.AddDirLayer(ctx, []Digest{base}, mk(t, upper()), dir)
 		must(t, err)
 		got := tree(t, d)
 		if len(got) != len(want) {
@@ -74,7 +77,7 @@ func TestAddDirLayer(t *testing.T) {
 		{"/top", errdefs.ErrInvalidArgument},
 		{"/", errdefs.ErrInvalidArgument},
 	} {
-		_, err := s.AddDirLayer(ctx, []Digest{base}, bytes.NewReader(upper()), c.dir)
+		_, err := s.AddDirLayer(ctx, []Digest{base}, mk(t, upper()), c.dir)
 		if !errors.Is(err, c.class) {
 			t.Errorf("%s: got %v, want %v", c.dir, err, c.class)
 		}
@@ -86,7 +89,9 @@ func TestAddDirLayer(t *testing.T) {
 
 // A directory the sandbox made (or replaced whole) is taken from the diff
 // without a second copy; overlay markers do not reach the layer.
-func TestAddDirLayerOwnDirectory(t *testing.T) {
+func TestAddDirLayerOwnDirectory(t *testing.T) { forEachUpperForm(t, testAddDirLayerOwnDirectory) }
+
+func testAddDirLayerOwnDirectory(t *testing.T, mk func(*testing.T, []byte) io.Reader) {
 	requireRoot(t)
 	s, _ := newTestStore(t, BaseConfig{})
 	ctx := context.Background()
@@ -109,7 +114,7 @@ func TestAddDirLayerOwnDirectory(t *testing.T) {
 		tw.Write(bytes.Repeat([]byte("n"), int(h.Size)))
 	}
 	must(t, tw.Close())
-	d, err := s.AddDirLayer(ctx, []Digest{base}, bytes.NewReader(buf.Bytes()), "/a")
+	d, err := s.AddDirLayer(ctx, []Digest{base}, mk(t, buf.Bytes()), "/a")
 	must(t, err)
 
 	// The same tree built by hand gives the same digest.

@@ -40,6 +40,18 @@ type imageBuilder struct {
 	whiteouts, opaques []string
 	fileXattrs         bool
 	sd                 *streamDigest
+	// tarData: the image's data area is the tar being read, which starts
+	// at dataStart in f (see tarimage.go): file contents are pointed at,
+	// not copied. refBytes counts the contents of the files added below
+	// under ("" for all), the part of the tar the layer uses.
+	tarData   bool
+	dataStart int64
+	under     string
+	refBytes  int64
+	// tarBytes is the tar's size (see imageFile); linked names the file
+	// under tmp/ once it has a name.
+	tarBytes int64
+	linked   string
 }
 
 // newImageBuilder starts an image in f (empty, read-write; the builder
@@ -224,6 +236,9 @@ func (b *imageBuilder) writeFile(parent *erofs.Node, rel, base string, hdr *tar.
 	if len(hdr.PAXRecords) > 0 {
 		b.fileXattrs = true // perhaps none kept: only a missed saving
 	}
+	if b.tarData {
+		return b.pointFile(parent, rel, base, hdr, mode, r)
+	}
 	if b.buf == nil && hdr.Size > 0 {
 		b.buf = copyBlocks.get()
 	}
@@ -265,6 +280,30 @@ func (b *imageBuilder) writeFile(parent *erofs.Node, rel, base string, hdr *tar.
 	if hdr.Size < hashWhileWritten {
 		b.sd.madeFile(rel, hdr, mode, int(b.f.Fd()), off, false)
 	}
+	return nil
+}
+
+// pointFile adds the regular file base to parent with the contents r, which
+// are in the tar the image's data area is: the file points at them.
+func (b *imageBuilder) pointFile(parent *erofs.Node, rel, base string, hdr *tar.Header, mode uint32, r io.Reader) error {
+	var off int64
+	if hdr.Size > 0 {
+		eb, ok := r.(*entryBody)
+		if !ok {
+			return fmt.Errorf("contents of %q are not in the layer image", rel)
+		}
+		off = b.dataStart + eb.offset()
+		if err := eb.skip(); err != nil {
+			return err
+		}
+	}
+	if _, err := b.w.AddData(parent, base, metaOf(unix.S_IFREG|mode, hdr), hdr.Size, off); err != nil {
+		return err
+	}
+	if b.under == "" || within(rel, b.under) {
+		b.refBytes += hdr.Size
+	}
+	b.sd.madeFileAt(rel, hdr, mode, off)
 	return nil
 }
 

@@ -90,11 +90,11 @@ func (s *Store) unmountLayers() error {
 // image form of addLayer.
 func (s *Store) addLayerImage(ctx context.Context, what string, fill func(b *imageBuilder) error) (Digest, error) {
 	st := s.newStages()
-	b, f, err := s.newLayerImage()
+	b, err := s.newLayerImage()
 	if err != nil {
 		return "", fmt.Errorf("add layer: %w", err)
 	}
-	defer s.dropTmpImage(f)
+	defer b.discard()
 	b.sd = newStreamDigest("")
 	defer b.sd.stop()
 	err = fill(b)
@@ -113,31 +113,30 @@ func (s *Store) addLayerImage(ctx context.Context, what string, fill func(b *ima
 
 // newLayerImage creates an empty image file under tmp/ and a builder
 // writing into it.
-func (s *Store) newLayerImage() (*imageBuilder, *os.File, error) {
+func (s *Store) newLayerImage() (*imageBuilder, error) {
 	f, err := os.CreateTemp(s.tmpDir(), "layer-*"+imageSuffix)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	return newImageBuilder(f), f, nil
-}
-
-// dropTmpImage closes the image file f and removes it unless it was
-// stored (renamed away).
-func (s *Store) dropTmpImage(f *os.File) {
-	name := f.Name()
-	f.Close()
-	os.Remove(name)
+	return newImageBuilder(f), nil
 }
 
 // storeImage finishes b's image and stores it as a layer: its flush to disk
 // starts, its digest is taken (streamed while it was built, or by walking
 // it mounted), then it is renamed into place, mounted and recorded as not
-// durable, as storeTree does for a tree.
+// durable, as storeTree does for a tree. An image around a tar that leaves
+// most of it unused is copied out instead (see tarimage.go).
 func (s *Store) storeImage(ctx context.Context, b *imageBuilder, st *stages) (Digest, error) {
-	if _, err := b.finish(); err != nil {
-		return "", fmt.Errorf("write image: %w", err)
+	img, err := s.imageFile(b)
+	if err != nil {
+		return "", err
 	}
 	st.mark("image_meta")
+	if b.wasteful() {
+		b.sd.stop()
+		st.add("copied_out", b.tarBytes-b.refBytes)
+		return s.copyOut(ctx, img)
+	}
 	fl, err := s.startFileFlush(b.f)
 	if err != nil {
 		return "", err
@@ -149,7 +148,7 @@ func (s *Store) storeImage(ctx context.Context, b *imageBuilder, st *stages) (Di
 	}
 	if !ok || s.checkStreamed {
 		st.add("walked", why)
-		wd, wsize, err := s.walkImage(ctx, b.f.Name(), b.canonOptions())
+		wd, wsize, err := s.walkImage(ctx, img, b.canonOptions())
 		if err != nil {
 			fl.abandon(true)
 			return "", fmt.Errorf("digest: %w", err)
@@ -162,7 +161,7 @@ func (s *Store) storeImage(ctx context.Context, b *imageBuilder, st *stages) (Di
 		d, size = wd, wsize
 	}
 	st.add("bytes", size)
-	committed, err := s.commitLayer(ctx, b.f.Name(), d, size, fl)
+	committed, err := s.commitLayer(ctx, img, d, size, fl)
 	if err != nil {
 		fl.abandon(true)
 		return "", fmt.Errorf("%s: %w", d, err)

@@ -47,8 +47,11 @@ type streamDigest struct {
 	// files records the regular files made (by clean relative path): the
 	// status the canonical tar gives them and the name it gives their
 	// contents under (the first of their names), for hard links to them.
-	files   map[string]linkable
-	items   chan digestItem
+	files map[string]linkable
+	items chan digestItem
+	// shared is a descriptor of the layer image whose data area holds the
+	// files' contents (readFrom); -1 when none.
+	shared  int
 	closed  bool
 	done    chan struct{}
 	sum     []byte
@@ -73,10 +76,13 @@ const linkableMax = 1 << 20
 type digestItem struct {
 	hdr *tar.Header
 	fd  int
+	// shared: the contents are read through the digest's own descriptor
+	// of the layer image (see readFrom), fd is unused.
 	// base is where the contents start in fd's file (a layer image holds
 	// many files' contents; a file of a tree, 0).
-	base int64
-	prog *fileProgress
+	base   int64
+	shared bool
+	prog   *fileProgress
 }
 
 // hashWhileWritten is the size from which a file's contents are hashed
@@ -140,11 +146,12 @@ const digestQueue = 256
 
 func newStreamDigest(under string) *streamDigest {
 	d := &streamDigest{
-		under: under,
-		open:  []openDir{{rel: under}},
-		files: map[string]linkable{},
-		items: make(chan digestItem, digestQueue),
-		done:  make(chan struct{}),
+		under:  under,
+		open:   []openDir{{rel: under}},
+		files:  map[string]linkable{},
+		items:  make(chan digestItem, digestQueue),
+		shared: -1,
+		done:   make(chan struct{}),
 	}
 	go d.hash()
 	return d
@@ -158,12 +165,18 @@ func (d *streamDigest) hash() {
 	buf := copyBlocks.get()
 	defer copyBlocks.put(buf)
 	for it := range d.items {
+		if it.shared {
+			it.fd = d.shared
+		}
 		if d.hashErr == nil && !d.abandoned.Load() {
 			d.hashErr = d.write(tw, it, *buf)
 		}
-		if it.fd >= 0 {
+		if it.fd >= 0 && !it.shared {
 			unix.Close(it.fd)
 		}
+	}
+	if d.shared >= 0 {
+		unix.Close(d.shared)
 	}
 	if d.hashErr == nil {
 		d.hashErr = tw.Close()
@@ -334,6 +347,44 @@ func (d *streamDigest) madeFile(rel string, hdr *tar.Header, mode uint32, fd int
 	}
 	d.send(it)
 	return it.prog
+}
+
+// readFrom gives d a descriptor (a duplicate of fd) of the layer image
+// whose data area holds the contents of the files madeFileAt records. Call
+// it once, before them.
+func (d *streamDigest) readFrom(fd int) {
+	if !d.wants() {
+		return
+	}
+	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		d.giveUp(err.Error())
+		return
+	}
+	d.shared = dup
+}
+
+// madeFileAt records the regular file made at rel from hdr, with permission
+// bits mode, whose complete contents are at base in the layer image (see
+// readFrom).
+func (d *streamDigest) madeFileAt(rel string, hdr *tar.Header, mode uint32, base int64) {
+	if !d.wants() {
+		return
+	}
+	if d.shared < 0 {
+		d.giveUp("no descriptor of the layer image")
+		return
+	}
+	name, ok := d.place(rel, false)
+	if !ok {
+		return
+	}
+	if _, ok := d.keptXattrs(rel, hdr, false); !ok {
+		return
+	}
+	st := statOf(unix.S_IFREG|mode, hdr, hdr.Size, 0)
+	d.remember(rel, name, st)
+	d.send(digestItem{hdr: canonHeader(name, &st, nil, ""), fd: -1, base: base, shared: true})
 }
 
 // remember records the regular file made at rel, named name in the layer,

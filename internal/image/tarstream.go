@@ -25,6 +25,23 @@ type RangeCopier interface {
 	CopyRangeTo(fd int, n int64) (int64, error)
 }
 
+// TarFile is an optional ability of the tar streams AddLayerFromUpperTar
+// and AddDirLayer read: the tar is being written into a regular file, which
+// the store may take over as the data area of the layer's image. Then no
+// file's contents are copied: the image's metadata, appended after the tar,
+// points into it (see tarimage.go).
+type TarFile interface {
+	io.Reader
+	// TakeFile returns a descriptor of the file (the caller's to close) and
+	// the offset of the tar's first byte in it, a multiple of 4096 and at
+	// least 4096. It is called before the first Read, or not at all.
+	TakeFile() (f *os.File, start int64, err error)
+	// Skip moves the stream past its next n bytes without reading them,
+	// once they are in the file. It returns the bytes skipped: fewer than
+	// n only with an error.
+	Skip(n int64) (int64, error)
+}
+
 // kernelCopyMin is the smallest part of a file's contents that goes
 // through the kernel rather than through the stream's buffer.
 const kernelCopyMin = 256 << 10
@@ -37,6 +54,7 @@ const kernelCopyMin = 256 << 10
 type tarStream struct {
 	r   io.Reader
 	rc  RangeCopier // nil when r cannot copy in the kernel
+	tf  TarFile     // nil when r cannot skip unread
 	buf *[]byte
 	lo  int // buffered bytes are buf[lo:hi]
 	hi  int
@@ -50,6 +68,9 @@ type tarStream struct {
 
 func newTarStream(r io.Reader) *tarStream {
 	s := &tarStream{r: r, buf: copyBlocks.get()}
+	if tf, ok := r.(TarFile); ok {
+		s.tf = tf
+	}
 	switch rc := r.(type) {
 	case RangeCopier:
 		s.rc = rc
@@ -111,7 +132,8 @@ func (s *tarStream) Read(p []byte) (int, error) {
 // Seek is there for tar.Reader, which skips what is left of an entry's
 // contents with Seek(0, io.SeekCurrent) and Seek(n, io.SeekCurrent) when
 // it can: bytes copied out already are skipped without reading anything;
-// other bytes are read and dropped. Other seeks fail.
+// other bytes are read and dropped (or, from a TarFile, skipped unread).
+// Other seeks fail.
 func (s *tarStream) Seek(offset int64, whence int) (int64, error) {
 	if whence != io.SeekCurrent || offset < 0 {
 		return 0, errors.New("tar stream: can only skip forward")
@@ -125,6 +147,15 @@ func (s *tarStream) Seek(offset int64, whence int) (int64, error) {
 		if s.lo == s.hi {
 			if s.err != nil {
 				return s.pos, s.err
+			}
+			if s.tf != nil { // moved past in the file, unread
+				m, err := s.tf.Skip(offset)
+				s.pos += m
+				offset -= m
+				if err != nil {
+					s.err = err
+				}
+				continue
 			}
 			n, err := s.r.Read(*s.buf)
 			s.lo, s.hi = 0, n
@@ -259,6 +290,32 @@ func copyFileRange(srcFd int, off *int64, dstFd int, n int64) (int64, error) {
 	return done, nil
 }
 
+// skipBody moves past the n bytes of contents of the entry tr has just
+// returned without reading them from the stream (what is buffered is
+// dropped), once they are written (see TarFile). tr must not be read from
+// before its next Next.
+func (s *tarStream) skipBody(n int64) error {
+	var done int64
+	if b := int(min(n, int64(s.hi-s.lo))); b > 0 {
+		s.lo += b
+		done = int64(b)
+	}
+	if done < n {
+		if s.tf == nil {
+			return errors.New("tar stream: cannot skip contents")
+		}
+		m, err := s.tf.Skip(n - done)
+		done += m
+		if err != nil {
+			s.err = err
+			return err
+		}
+	}
+	// As after copyBody: the tar.Reader goes past them as skipped.
+	s.skip = done
+	return nil
+}
+
 // entryBody is the contents of the entry a tar.Reader reading a tarStream
 // has just returned: readable, or copied whole by copyTo.
 type entryBody struct {
@@ -274,3 +331,9 @@ func (b *entryBody) Read(p []byte) (int, error) { return b.tr.Read(p) }
 func (b *entryBody) copyTo(fd int, buf []byte, progress func(int64)) (int64, error) {
 	return b.s.copyBody(b.tr, fd, b.n, buf, progress)
 }
+
+// offset returns where the contents start in the stream.
+func (b *entryBody) offset() int64 { return b.s.pos }
+
+// skip moves past the contents without reading them (see skipBody).
+func (b *entryBody) skip() error { return b.s.skipBody(b.n) }

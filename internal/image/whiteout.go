@@ -177,6 +177,9 @@ func KeepExcept(paths ...string) func(rel string) bool {
 // It reads r once: entries are converted and extracted as they come, with no
 // intermediate tar.
 func (s *Store) AddLayerFromUpperTar(ctx context.Context, r io.Reader, keep func(rel string) bool) (Digest, error) {
+	if tf, ok := r.(TarFile); ok && s.images {
+		return s.addLayerFromTarFile(ctx, tf, keep)
+	}
 	return s.addLayer(ctx, "layer from upper tar", func(x layerSink) error {
 		return convertUpper(ctx, r, keep, x.add)
 	})

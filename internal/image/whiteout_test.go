@@ -100,11 +100,13 @@ func TestConvertUpperTar(t *testing.T) {
 	})
 }
 
-func TestAddLayerFromUpperTar(t *testing.T) {
+func TestAddLayerFromUpperTar(t *testing.T) { forEachUpperForm(t, testAddLayerFromUpperTar) }
+
+func testAddLayerFromUpperTar(t *testing.T, mk func(*testing.T, []byte) io.Reader) {
 	requireRoot(t)
 	s, _ := newTestStore(t, BaseConfig{})
 	ctx := context.Background()
-	d, err := s.AddLayerFromUpperTar(ctx, bytes.NewReader(upperTar(t)), KeepExcept("/.sandboxd"))
+	d, err := s.AddLayerFromUpperTar(ctx, mk(t, upperTar(t)), KeepExcept("/.sandboxd"))
 	must(t, err)
 	dir := s.LayerPath(d)
 	var st unix.Stat_t
@@ -126,7 +128,7 @@ func TestAddLayerFromUpperTar(t *testing.T) {
 	if _, err := os.Lstat(filepath.Join(dir, ".sandboxd")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf(".sandboxd: got %v, want it left out", err)
 	}
-	again, err := s.AddLayerFromUpperTar(ctx, bytes.NewReader(upperTar(t)), KeepExcept("/.sandboxd"))
+	again, err := s.AddLayerFromUpperTar(ctx, mk(t, upperTar(t)), KeepExcept("/.sandboxd"))
 	if err != nil || again != d {
 		t.Errorf("same diff again: got %s, %v; want %s (stored once)", again, err, d)
 	}
@@ -141,6 +143,13 @@ func TestAddLayerFromUpperTarOnePass(t *testing.T) {
 	s1, _ := newTestStore(t, BaseConfig{})
 	one, err := s1.AddLayerFromUpperTar(ctx, bytes.NewReader(in), KeepExcept("/.sandboxd"))
 	must(t, err)
+	// Taken over as the layer image's data area, the same.
+	s3, _ := newTestStore(t, BaseConfig{})
+	three, err := s3.AddLayerFromUpperTar(ctx, newFakeTarFile(t, in), KeepExcept("/.sandboxd"))
+	must(t, err)
+	if three != one {
+		t.Fatalf("tar taken over: got %s, want %s", three, one)
+	}
 	var oci bytes.Buffer
 	must(t, ConvertUpperTar(ctx, bytes.NewReader(in), &oci, KeepExcept("/.sandboxd")))
 	s2, _ := newTestStore(t, BaseConfig{})

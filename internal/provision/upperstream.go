@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -96,15 +97,29 @@ type tailFile struct {
 	started time.Time
 	took    time.Duration // the engine call; set before done is closed
 	waits   int           // times the reader caught up with the sentry
+	// taken: the file was taken over (TakeFile); nothing is punched out.
+	taken bool
 }
 
+// tarStart is where the tar starts in the file: its first 4 KiB are left
+// free, so that the file can become a layer image whose superblock goes
+// there (see TakeFile).
+const tarStart = 4096
+
 func startTail(ctx context.Context, s UpperStreamer, id, dir string, log *slog.Logger) (*tailFile, error) {
-	f, err := os.CreateTemp(dir, "rootfs-upper-*.tar")
+	// Nameless (O_TMPFILE): gone with its last descriptor, unless the
+	// image store links it in as a layer (TakeFile).
+	fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
 	if err != nil {
+		return nil, fmt.Errorf("rootfs diff: %w", &os.PathError{Op: "open O_TMPFILE", Path: dir, Err: err})
+	}
+	f := os.NewFile(uintptr(fd), filepath.Join(dir, "rootfs-upper.tar"))
+	// The sentry writes at the file's offset.
+	if _, err := f.Seek(tarStart, io.SeekStart); err != nil {
+		f.Close()
 		return nil, fmt.Errorf("rootfs diff: %w", err)
 	}
-	os.Remove(f.Name()) // it stays usable while open
-	t := &tailFile{f: f, fd: int(f.Fd()), done: make(chan struct{}), log: log, id: id, started: time.Now()}
+	t := &tailFile{f: f, fd: fd, off: tarStart, punched: tarStart, done: make(chan struct{}), log: log, id: id, started: time.Now()}
 	go func() {
 		t.err = s.TarRootfsUpperTo(ctx, id, f)
 		t.took = time.Since(t.started)
@@ -199,6 +214,57 @@ func (t *tailFile) CopyRangeTo(fd int, n int64) (int64, error) {
 	return done, nil
 }
 
+// The image store takes the file over as a layer image's data area.
+var _ image.TarFile = (*upperStream)(nil)
+
+// TakeFile returns a new descriptor of the file the tar is written into,
+// and where the tar starts in it (see image.TarFile). From then on nothing
+// is punched out of the file. Call it before the first Read.
+func (t *tailFile) TakeFile() (*os.File, int64, error) {
+	fd, err := unix.FcntlInt(uintptr(t.fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, 0, fmt.Errorf("rootfs diff: %w", err)
+	}
+	t.taken = true
+	return os.NewFile(uintptr(fd), t.f.Name()), tarStart, nil
+}
+
+// Skip moves the stream past its next n bytes without reading them, once
+// the sentry has written them (see image.TarFile). Short only when the tar
+// ends or the engine failed: then with the error Read would give.
+func (t *tailFile) Skip(n int64) (int64, error) {
+	if t.closed {
+		return 0, os.ErrClosed
+	}
+	want := t.off + n
+	for {
+		finished := false
+		select {
+		case <-t.done:
+			finished = true
+		default:
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(t.fd, &st); err != nil {
+			return 0, fmt.Errorf("rootfs diff: %w", err)
+		}
+		if st.Size >= want {
+			t.off = want
+			t.punch()
+			return n, nil
+		}
+		if finished {
+			done := st.Size - t.off
+			t.off = st.Size
+			if t.err != nil {
+				return done, fmt.Errorf("rootfs diff: %w", t.err)
+			}
+			return done, io.ErrUnexpectedEOF
+		}
+		t.wait()
+	}
+}
+
 // wait returns after tailPoll, or sooner when the engine call ends.
 func (t *tailFile) wait() {
 	t.waits++
@@ -217,6 +283,9 @@ func (t *tailFile) wait() {
 // punch frees what has been read, in whole pages, every punchEvery bytes.
 // Only a saving: a filesystem that cannot punch holes keeps the pages.
 func (t *tailFile) punch() {
+	if t.taken {
+		return
+	}
 	end := t.off &^ (4096 - 1)
 	if end-t.punched < punchEvery {
 		return

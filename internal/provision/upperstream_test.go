@@ -6,10 +6,11 @@ import (
 	"errors"
 	"io"
 	"os"
-	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // fakeStreamer writes data in pieces of piece bytes, pausing between them
@@ -26,11 +27,13 @@ type fakeStreamer struct {
 func (f *fakeStreamer) TarRootfsUpperTo(ctx context.Context, id string, w *os.File) error {
 	f.calls.Add(1)
 	defer f.ended.Store(true)
-	// The sentry writes through its own copy of the descriptor.
-	dup, err := os.OpenFile("/proc/self/fd/"+strconv.Itoa(int(w.Fd())), os.O_WRONLY, 0)
+	// The sentry writes through its own copy of the descriptor (passed
+	// over a socket: the same open file, at its offset).
+	fd, err := unix.FcntlInt(w.Fd(), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
 		return err
 	}
+	dup := os.NewFile(uintptr(fd), "sentry's copy")
 	defer dup.Close()
 	for rest := f.data; len(rest) > 0; {
 		n := min(len(rest), max(f.piece, 1))
