@@ -125,12 +125,13 @@ func NewWriter(f *os.File) *Writer {
 }
 
 // NewWriterOpts returns a Writer building an image in f, open for reading
-// and writing. The Writer does not write to f before Close but when Create
-// asks it to, and it never closes f; it owns f's file position (which
-// Create moves) until Close. f may already hold, or be receiving from
-// elsewhere, file contents that AddData refers to; Create writes after the
-// end of all the contents the Writer knows of, so it must not be used
-// while contents it has not been told of yet are still being written.
+// and writing. Before Close, the Writer writes to f only within Create
+// (the contents its callback writes); it owns f's file position, which
+// Create moves, until Close, and it never closes f. f may already hold, or
+// be receiving from elsewhere, file contents that AddData refers to.
+// Create writes after the end of all the contents the Writer knows of, so
+// it must not be used while contents it has not been told of yet are
+// still being written.
 func NewWriterOpts(f *os.File, o Options) (*Writer, error) {
 	bits := o.BlockBits
 	if bits == 0 {

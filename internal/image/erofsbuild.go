@@ -48,10 +48,8 @@ type imageBuilder struct {
 	dataStart int64
 	under     string
 	refBytes  int64
-	// tarBytes is the tar's size (see imageFile); linked names the file
-	// under tmp/ once it has a name.
+	// tarBytes is the tar's size (see imageFile).
 	tarBytes int64
-	linked   string
 }
 
 // newImageBuilder starts an image in f (empty, read-write; the builder

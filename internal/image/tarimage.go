@@ -2,27 +2,27 @@ package image
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"os"
-	"strconv"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/sandboxd/sandboxd/internal/erofs"
 )
 
 // Layer images around a tar. A sandbox's root filesystem diff is a tar the
-// sentry writes into a file (see TarFile); the store takes that file over
-// as the new layer's image: the tar is its data area (tar contents are
-// 512-byte aligned, so the image has 512-byte blocks), the metadata goes
-// after it and the superblock into the 4 KiB left free before it. Nothing
-// of the files' contents is copied; the daemon reads the tar's headers and
-// hashes the contents (for the digest) from the page cache. Copying 200 MiB
-// of 16 KiB files out of the tar into an image cost the daemon 0.9 s of CPU
-// here, and on a 2-core machine slowed the sentry's tar from 0.1 s to
-// 0.5-1 s.
+// sentry writes into a file (see TarFile); the stream has the kernel copy
+// it, as it comes, into the new layer's image file, where it is the data
+// area (tar contents are 512-byte aligned, so the image has 512-byte
+// blocks): the metadata goes after it, the superblock into the 4 KiB left
+// free before it. No file's contents pass through the daemon's memory: it
+// reads the tar's headers, and hashes the contents (for the digest) from
+// the page cache. Copying 200 MiB of 16 KiB files out of the tar into an
+// image file by file cost the daemon 0.9 s of CPU here, and on a 2-core
+// machine slowed the sentry's tar from 0.1 s to 0.5-1 s.
+//
+// The copy is the daemon's own: the sentry, which a sandbox that broke out
+// of its processes may control, can go on writing into its file after the
+// tar, but cannot change a layer once it is digested, nor the filesystem
+// image the host's kernel mounts.
 //
 // What the layer does not use stays in the image: the paths a snapshot
 // leaves out, and for a directory snapshot the rest of the diff. When that
@@ -36,22 +36,26 @@ const tarImageBlockBits = 9
 // before it is copied out instead (a variable for tests).
 var wasteMin int64 = 64 << 20
 
-// newTarImage takes over the file tf's tar is written into and returns a
-// builder making a layer image around it; under is the directory whose
-// tree is the layer ("" for all).
+// newTarImage makes a layer image under tmp/ and has tf's tar copied into
+// it as it comes (see TarFile); it returns a builder making the image
+// around it. under is the directory whose tree is the layer ("" for all).
 func (s *Store) newTarImage(tf TarFile, under string) (*imageBuilder, error) {
-	f, start, err := tf.TakeFile()
+	f, err := os.CreateTemp(s.tmpDir(), "tar-*"+imageSuffix)
 	if err != nil {
 		return nil, err
 	}
-	if start < 4096 || start%4096 != 0 {
-		f.Close()
-		return nil, fmt.Errorf("layer image: the tar starts at %d, want a multiple of 4096", start)
+	start, err := tf.MirrorTo(f)
+	if err == nil && (start < 4096 || start%4096 != 0) {
+		err = fmt.Errorf("the tar starts at %d, want a multiple of 4096", start)
 	}
-	w, err := erofs.NewWriterOpts(f, erofs.Options{BlockBits: tarImageBlockBits})
+	var w *erofs.Writer
+	if err == nil {
+		w, err = erofs.NewWriterOpts(f, erofs.Options{BlockBits: tarImageBlockBits})
+	}
 	if err != nil {
 		f.Close()
-		return nil, err
+		os.Remove(f.Name())
+		return nil, fmt.Errorf("layer image: %w", err)
 	}
 	b := &imageBuilder{f: f, w: w, tarData: true, dataStart: start, under: under}
 	b.sd = newStreamDigest(under)
@@ -59,9 +63,7 @@ func (s *Store) newTarImage(tf TarFile, under string) (*imageBuilder, error) {
 	return b, nil
 }
 
-// imageFile finishes b's image and returns a path naming it under tmp/:
-// the image's own file, or for an image around a tar (a nameless file) a
-// link made to it, or a copy of it where no link can be made.
+// imageFile finishes b's image and returns its path (under tmp/).
 func (s *Store) imageFile(b *imageBuilder) (string, error) {
 	if b.tarData {
 		fi, err := b.f.Stat()
@@ -73,44 +75,7 @@ func (s *Store) imageFile(b *imageBuilder) (string, error) {
 	if _, err := b.finish(); err != nil {
 		return "", fmt.Errorf("write image: %w", err)
 	}
-	if !b.tarData {
-		return b.f.Name(), nil
-	}
-	if b.linked != "" {
-		return b.linked, nil
-	}
-	tmp, err := os.CreateTemp(s.tmpDir(), "tar-*"+imageSuffix)
-	if err != nil {
-		return "", err
-	}
-	p := tmp.Name()
-	tmp.Close()
-	os.Remove(p)
-	err = unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(int(b.f.Fd())), unix.AT_FDCWD, p, unix.AT_SYMLINK_FOLLOW)
-	if errors.Is(err, unix.EXDEV) { // the tar's file is on another filesystem
-		err = copyWhole(b.f, p)
-	}
-	if err != nil {
-		return "", fmt.Errorf("link layer image: %w", err)
-	}
-	b.linked = p
-	return p, nil
-}
-
-// copyWhole copies the file f to a new file p.
-func copyWhole(f *os.File, p string) error {
-	out, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = io.Copy(out, io.NewSectionReader(f, 0, 1<<62))
-	if cerr := out.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(p)
-	}
-	return err
+	return b.f.Name(), nil
 }
 
 // wasteful reports whether b's image, around a tar, leaves more of it
@@ -135,18 +100,11 @@ func (s *Store) copyOut(ctx context.Context, img string) (Digest, error) {
 	return s.AddLayerFromDir(ctx, mnt)
 }
 
-// discard closes b's file and removes what names it under tmp/ unless it
-// was stored (renamed away).
+// discard closes b's file and removes it unless it was stored (renamed
+// away).
 func (b *imageBuilder) discard() {
-	name := b.f.Name()
 	b.f.Close()
-	if b.tarData {
-		if b.linked != "" {
-			os.Remove(b.linked)
-		}
-		return
-	}
-	os.Remove(name)
+	os.Remove(b.f.Name())
 }
 
 // addLayerFromTarFile is AddLayerFromUpperTar for a tar the store can take

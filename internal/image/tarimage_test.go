@@ -9,19 +9,17 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
-// fakeTarFile is a TarFile over a complete tar in a nameless file, as the
-// provisioner's stream is over the sentry's: the tar starts at 4096.
+// fakeTarFile is a TarFile over a complete tar in a file of its own, as
+// the provisioner's stream is over the sentry's: the tar starts at 4096.
 // Seek(0) starts again with a new file (as a new tar from the sentry).
 type fakeTarFile struct {
 	t        *testing.T
 	data     []byte
 	f        *os.File
 	off, end int64
-	taken    int
+	mirror   *os.File
 }
 
 func newFakeTarFile(t *testing.T, data []byte) *fakeTarFile {
@@ -31,16 +29,15 @@ func newFakeTarFile(t *testing.T, data []byte) *fakeTarFile {
 }
 
 func (ft *fakeTarFile) start() {
-	fd, err := unix.Open(ft.t.TempDir(), unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+	f, err := os.CreateTemp(ft.t.TempDir(), "fake-tar-")
 	if err != nil {
 		ft.t.Fatal(err)
 	}
-	ft.f = os.NewFile(uintptr(fd), "fake-tar")
-	ft.t.Cleanup(func() { ft.f.Close() })
-	if _, err := ft.f.WriteAt(ft.data, 4096); err != nil {
+	ft.t.Cleanup(func() { f.Close() })
+	if _, err := f.WriteAt(ft.data, 4096); err != nil {
 		ft.t.Fatal(err)
 	}
-	ft.off, ft.end = 4096, 4096+int64(len(ft.data))
+	ft.f, ft.off, ft.end, ft.mirror = f, 4096, 4096+int64(len(ft.data)), nil
 }
 
 func (ft *fakeTarFile) Read(p []byte) (int, error) {
@@ -55,13 +52,18 @@ func (ft *fakeTarFile) Read(p []byte) (int, error) {
 	return 0, err
 }
 
-func (ft *fakeTarFile) TakeFile() (*os.File, int64, error) {
-	fd, err := unix.FcntlInt(ft.f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
-		return nil, 0, err
+// MirrorTo copies the whole tar at once, then scribbles over its own
+// file: the store must use its copy only.
+func (ft *fakeTarFile) MirrorTo(f *os.File) (int64, error) {
+	if _, err := f.WriteAt(ft.data, 4096); err != nil {
+		return 0, err
 	}
-	ft.taken++
-	return os.NewFile(uintptr(fd), "fake-tar"), 4096, nil
+	ft.mirror = f
+	if _, err := ft.f.WriteAt(bytes.Repeat([]byte{0xee}, len(ft.data)), 4096); err != nil {
+		return 0, err
+	}
+	ft.f = f
+	return 4096, nil
 }
 
 func (ft *fakeTarFile) Skip(n int64) (int64, error) {

@@ -26,19 +26,21 @@ type RangeCopier interface {
 }
 
 // TarFile is an optional ability of the tar streams AddLayerFromUpperTar
-// and AddDirLayer read: the tar is being written into a regular file, which
-// the store may take over as the data area of the layer's image. Then no
-// file's contents are copied: the image's metadata, appended after the tar,
-// points into it (see tarimage.go).
+// and AddDirLayer read: the tar is being written into a regular file, from
+// byte 4096 on, and the stream can have the kernel copy it into a file of
+// the store's, at the same offsets, as it goes. That copy becomes the data
+// area of the layer's image: the daemon reads only the tar's headers and
+// no file's contents pass through its memory (see tarimage.go).
 type TarFile interface {
 	io.Reader
-	// TakeFile returns a descriptor of the file (the caller's to close) and
-	// the offset of the tar's first byte in it, a multiple of 4096 and at
-	// least 4096. It is called before the first Read, or not at all.
-	TakeFile() (f *os.File, start int64, err error)
+	// MirrorTo has every byte of the tar copied into f, at its offset in
+	// the stream's own file, before Read returns it or Skip moves past it,
+	// and returns the offset of the tar's first byte (a multiple of 4096,
+	// at least 4096). It is called before the first Read, or not at all.
+	MirrorTo(f *os.File) (start int64, err error)
 	// Skip moves the stream past its next n bytes without reading them,
-	// once they are in the file. It returns the bytes skipped: fewer than
-	// n only with an error.
+	// once they are copied. It returns the bytes skipped: fewer than n
+	// only with an error.
 	Skip(n int64) (int64, error)
 }
 

@@ -97,13 +97,16 @@ type tailFile struct {
 	started time.Time
 	took    time.Duration // the engine call; set before done is closed
 	waits   int           // times the reader caught up with the sentry
-	// taken: the file was taken over (TakeFile); nothing is punched out.
-	taken bool
+	// mirror, when set (MirrorTo), receives a copy of every byte of the
+	// tar, at the same offset, before the reader is given it or skips it;
+	// mirrored is the end of what it holds.
+	mirror   *os.File
+	mirrored int64
 }
 
 // tarStart is where the tar starts in the file: its first 4 KiB are left
-// free, so that the file can become a layer image whose superblock goes
-// there (see TakeFile).
+// free, so that the tar's copy can be the data area of a layer image whose
+// superblock goes there (see MirrorTo).
 const tarStart = 4096
 
 func startTail(ctx context.Context, s UpperStreamer, id, dir string, log *slog.Logger) (*tailFile, error) {
@@ -139,13 +142,17 @@ func (t *tailFile) Read(p []byte) (int, error) {
 			finished = true // then the size below is final
 		default:
 		}
-		var st unix.Stat_t
-		if err := unix.Fstat(t.fd, &st); err != nil {
-			return 0, fmt.Errorf("rootfs diff: %w", err)
+		size, err := t.available()
+		if err != nil {
+			return 0, err
 		}
-		if t.off < st.Size {
-			n := min(int64(len(p)), st.Size-t.off)
-			m, err := unix.Pread(t.fd, p[:n], t.off)
+		if t.off < size {
+			n := min(int64(len(p)), size-t.off)
+			src := t.fd
+			if t.mirror != nil { // what the store keeps
+				src = int(t.mirror.Fd())
+			}
+			m, err := unix.Pread(src, p[:n], t.off)
 			if err != nil && err != unix.EINTR {
 				return 0, fmt.Errorf("rootfs diff: %w", err)
 			}
@@ -182,13 +189,13 @@ func (t *tailFile) CopyRangeTo(fd int, n int64) (int64, error) {
 			finished = true
 		default:
 		}
-		var st unix.Stat_t
-		if err := unix.Fstat(t.fd, &st); err != nil {
-			return done, fmt.Errorf("rootfs diff: %w", err)
+		size, err := t.available()
+		if err != nil {
+			return done, err
 		}
-		if t.off < st.Size {
+		if t.off < size {
 			off := t.off
-			m, err := unix.CopyFileRange(t.fd, &off, fd, nil, int(min(n-done, st.Size-t.off, 1<<30)), 0)
+			m, err := unix.CopyFileRange(t.fd, &off, fd, nil, int(min(n-done, size-t.off, 1<<30)), 0)
 			if err == unix.EINTR {
 				continue
 			}
@@ -214,19 +221,44 @@ func (t *tailFile) CopyRangeTo(fd int, n int64) (int64, error) {
 	return done, nil
 }
 
-// The image store takes the file over as a layer image's data area.
+// The image store has the tar copied into its layer image's data area.
 var _ image.TarFile = (*upperStream)(nil)
 
-// TakeFile returns a new descriptor of the file the tar is written into,
-// and where the tar starts in it (see image.TarFile). From then on nothing
-// is punched out of the file. Call it before the first Read.
-func (t *tailFile) TakeFile() (*os.File, int64, error) {
-	fd, err := unix.FcntlInt(uintptr(t.fd), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
-		return nil, 0, fmt.Errorf("rootfs diff: %w", err)
+// MirrorTo has every byte of the tar copied into f (by the kernel, at the
+// same offset) before Read returns it or Skip moves past it, and returns
+// where the tar starts (see image.TarFile). Call it before the first Read.
+func (t *tailFile) MirrorTo(f *os.File) (int64, error) {
+	t.mirror, t.mirrored = f, tarStart
+	return tarStart, nil
+}
+
+// available returns the end of what the reader may use: what the sentry
+// has written, copied into the mirror first when there is one. The copy
+// is the daemon's own: the sentry, which keeps writing into its file as
+// long as it likes, cannot change it.
+func (t *tailFile) available() (int64, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(t.fd, &st); err != nil {
+		return 0, fmt.Errorf("rootfs diff: %w", err)
 	}
-	t.taken = true
-	return os.NewFile(uintptr(fd), t.f.Name()), tarStart, nil
+	if t.mirror == nil {
+		return st.Size, nil
+	}
+	for t.mirrored < st.Size {
+		src, dst := t.mirrored, t.mirrored
+		m, err := unix.CopyFileRange(t.fd, &src, int(t.mirror.Fd()), &dst, int(min(st.Size-t.mirrored, 1<<30)), 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return 0, fmt.Errorf("rootfs diff: copy: %w", err)
+		}
+		if m == 0 {
+			break
+		}
+		t.mirrored += int64(m)
+	}
+	return t.mirrored, nil
 }
 
 // Skip moves the stream past its next n bytes without reading them, once
@@ -244,18 +276,18 @@ func (t *tailFile) Skip(n int64) (int64, error) {
 			finished = true
 		default:
 		}
-		var st unix.Stat_t
-		if err := unix.Fstat(t.fd, &st); err != nil {
-			return 0, fmt.Errorf("rootfs diff: %w", err)
+		size, err := t.available()
+		if err != nil {
+			return 0, err
 		}
-		if st.Size >= want {
+		if size >= want {
 			t.off = want
 			t.punch()
 			return n, nil
 		}
 		if finished {
-			done := st.Size - t.off
-			t.off = st.Size
+			done := size - t.off
+			t.off = size
 			if t.err != nil {
 				return done, fmt.Errorf("rootfs diff: %w", t.err)
 			}
@@ -283,7 +315,7 @@ func (t *tailFile) wait() {
 // punch frees what has been read, in whole pages, every punchEvery bytes.
 // Only a saving: a filesystem that cannot punch holes keeps the pages.
 func (t *tailFile) punch() {
-	if t.taken {
+	if t.mirror != nil {
 		return
 	}
 	end := t.off &^ (4096 - 1)

@@ -226,3 +226,54 @@ func mustSize(t *testing.T, f *os.File) int64 {
 	}
 	return fi.Size()
 }
+
+// A mirrored stream: the tar starts at 4096 in the sentry's file and its
+// copy, every byte handed out or skipped is in the copy first, skipped
+// bytes are not read, and what the sentry writes into its file after the
+// copy does not reach it.
+func TestUpperStreamMirror(t *testing.T) {
+	f := &fakeStreamer{data: payload(3<<20 + 11), piece: 256 << 10, pause: time.Millisecond}
+	u, err := streamUpper(context.Background(), f, "sb-x", t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	m, err := os.CreateTemp(t.TempDir(), "mirror-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	start, err := u.MirrorTo(m)
+	if err != nil || start != 4096 {
+		t.Fatalf("MirrorTo: %d, %v; want 4096", start, err)
+	}
+	head := make([]byte, 100)
+	if _, err := io.ReadFull(u, head); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := u.Skip(1 << 20); err != nil || n != 1<<20 {
+		t.Fatalf("Skip: got %d, %v", n, err)
+	}
+	skipped := make([]byte, 1<<20)
+	if _, err := m.ReadAt(skipped, start+100); err != nil || !bytes.Equal(skipped, f.data[100:100+1<<20]) {
+		t.Fatalf("skipped bytes not in the copy once skipped: %v", err)
+	}
+	rest, err := io.ReadAll(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(head, f.data[:100]) || !bytes.Equal(rest, f.data[100+1<<20:]) {
+		t.Fatal("read around the skip: not the bytes written")
+	}
+	got := make([]byte, len(f.data))
+	if _, err := m.ReadAt(got, start); err != nil || !bytes.Equal(got, f.data) {
+		t.Fatalf("the copy from %d: %v, or not the bytes written", start, err)
+	}
+	// The sentry writes on into its own file: the copy stays.
+	if _, err := u.tailFile.f.WriteAt([]byte("changed"), start); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.ReadAt(got[:7], start); err != nil || !bytes.Equal(got[:7], f.data[:7]) {
+		t.Fatalf("copy changed by a later write to the sentry's file: %q, %v", got[:7], err)
+	}
+}
