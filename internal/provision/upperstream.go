@@ -315,9 +315,6 @@ func (t *tailFile) wait() {
 // punch frees what has been read, in whole pages, every punchEvery bytes.
 // Only a saving: a filesystem that cannot punch holes keeps the pages.
 func (t *tailFile) punch() {
-	if t.mirror != nil {
-		return
-	}
 	end := t.off &^ (4096 - 1)
 	if end-t.punched < punchEvery {
 		return
