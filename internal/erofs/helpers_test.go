@@ -12,20 +12,12 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sandboxd/sandboxd/internal/testutil"
 )
 
-// requireRoot skips a test that needs root (mounting), except in CI
-// (CI=true), where a skipped root test is a failure.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("test needs root, and CI=true forbids skipping it")
-	}
-	t.Skip("test needs root (mount)")
-}
+// requireRoot: see testutil.RequireRoot.
+func requireRoot(t testing.TB) { testutil.RequireRoot(t, "mounts") }
 
 // writeBytes returns a Create callback writing b with write(2).
 func writeBytes(b []byte) func(fd int) error {

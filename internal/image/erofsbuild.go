@@ -108,26 +108,14 @@ func metaOf(mode uint32, hdr *tar.Header) erofs.Meta {
 }
 
 func (b *imageBuilder) entry(hdr *tar.Header, r io.Reader) error {
-	rel, err := cleanRel(hdr.Name)
-	if err != nil || rel == "" {
+	e, err := parseEntryName(hdr.Name)
+	if err != nil || e.skip {
 		return err
 	}
-	dir, base := path.Split(rel)
-	dir = strings.TrimSuffix(dir, "/")
-	whiteout := false
-	if strings.HasPrefix(base, whiteoutPrefix) {
-		switch {
-		case base == opaqueMarker:
-			return b.markOpaque(dir)
-		case strings.HasPrefix(base, whiteoutPrefix+whiteoutPrefix):
-			return nil // reserved by the OCI spec; nothing to do
-		}
-		base = strings.TrimPrefix(base, whiteoutPrefix)
-		if base == "." || base == ".." {
-			return errdefs.Invalid("bad whiteout name")
-		}
-		rel, whiteout = path.Join(dir, base), true
+	if e.opaque {
+		return b.markOpaque(e.dir)
 	}
+	rel, dir, base, whiteout := e.rel, e.dir, e.base, e.whiteout
 	parent, err := b.parent(dir)
 	if err != nil {
 		return err

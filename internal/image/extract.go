@@ -157,31 +157,57 @@ func cleanRel(name string) (string, error) {
 	return c, nil
 }
 
-func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
-	rel, err := cleanRel(hdr.Name)
+// entryName is what the name of a layer tar's entry says.
+type entryName struct {
+	// rel is the entry's clean relative path, dir and base its parent and
+	// last name; for a whiteout, those of what it hides.
+	rel, dir, base string
+	whiteout       bool
+	opaque         bool // an opaque marker: dir hides what lower layers hold
+	skip           bool // nothing to make: the root, a name the OCI spec reserves
+}
+
+// parseEntryName reads the name of a layer tar's entry (OCI whiteouts
+// included); names that escape the layer are refused.
+func parseEntryName(name string) (entryName, error) {
+	rel, err := cleanRel(name)
 	if err != nil || rel == "" {
-		return err
+		return entryName{skip: true}, err
 	}
 	dir, base := path.Split(rel)
-	dir = strings.TrimSuffix(dir, "/")
-	whiteout := false
-	if strings.HasPrefix(base, whiteoutPrefix) {
-		switch {
-		case base == opaqueMarker:
-			if err := x.markOpaque(dir); err != nil {
-				return err
-			}
-			x.sd.markedOpaque(dir)
-			return nil
-		case strings.HasPrefix(base, whiteoutPrefix+whiteoutPrefix):
-			return nil // reserved by the OCI spec; nothing to do
-		}
-		base = strings.TrimPrefix(base, whiteoutPrefix)
-		if base == "." || base == ".." {
-			return errdefs.Invalid("bad whiteout name")
-		}
-		rel, whiteout = path.Join(dir, base), true
+	e := entryName{rel: rel, dir: strings.TrimSuffix(dir, "/"), base: base}
+	if !strings.HasPrefix(base, whiteoutPrefix) {
+		return e, nil
 	}
+	switch {
+	case base == opaqueMarker:
+		e.opaque = true
+		return e, nil
+	case strings.HasPrefix(base, whiteoutPrefix+whiteoutPrefix):
+		e.skip = true // reserved by the OCI spec; nothing to do
+		return e, nil
+	}
+	e.base = strings.TrimPrefix(base, whiteoutPrefix)
+	if e.base == "." || e.base == ".." {
+		return entryName{}, errdefs.Invalid("bad whiteout name")
+	}
+	e.rel, e.whiteout = path.Join(e.dir, e.base), true
+	return e, nil
+}
+
+func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
+	e, err := parseEntryName(hdr.Name)
+	if err != nil || e.skip {
+		return err
+	}
+	if e.opaque {
+		if err := x.markOpaque(e.dir); err != nil {
+			return err
+		}
+		x.sd.markedOpaque(e.dir)
+		return nil
+	}
+	rel, dir, base, whiteout := e.rel, e.dir, e.base, e.whiteout
 	pfd, err := x.parent(dir)
 	if err != nil {
 		return err

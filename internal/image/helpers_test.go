@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sandboxd/sandboxd/internal/store"
+	"github.com/sandboxd/sandboxd/internal/testutil"
 )
 
 // fakeClock is a Clock that moves only when told to.
@@ -69,18 +70,8 @@ func newTestStore(t testing.TB, bases BaseConfig) (*Store, *fakeClock) {
 	return s, clock
 }
 
-// requireRoot skips a test that needs root, or fails it when CI=true (a
-// skipped root suite in CI is a bug).
-func requireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("this test needs root, and CI=true: run the suite as root")
-	}
-	t.Skip("needs root (ownership, device nodes, overlay mounts); run as root or with CI=true to make this a failure")
-}
+// requireRoot: see testutil.RequireRoot.
+func requireRoot(t testing.TB) { testutil.RequireRoot(t, "ownership, device nodes, overlay mounts") }
 
 // storedLayers counts the layers layers/sha256/ holds (a layer image is a
 // file and the directory it is mounted on).

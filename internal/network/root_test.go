@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sandboxd/sandboxd/internal/errdefs"
+	"github.com/sandboxd/sandboxd/internal/testutil"
 )
 
 // Root tests use a pool, prefix and chain of their own, chosen per test
@@ -72,18 +73,8 @@ func testConfig(t *testing.T) Config {
 	return cfg
 }
 
-// requireRoot skips a test that needs root, with the reason, except in CI
-// (CI=true), where a skipped root test is a failure.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("test needs root, and CI=true forbids skipping it")
-	}
-	t.Skip("test needs root (network namespaces, veth, iptables)")
-}
+// requireRoot: see testutil.RequireRoot.
+func requireRoot(t testing.TB) { testutil.RequireRoot(t, "network namespaces, veth, iptables") }
 
 // newRootManager returns a real Manager. On cleanup it fails the test if
 // anything it made is left behind, then removes it all.

@@ -14,19 +14,11 @@ import (
 	"github.com/sandboxd/sandboxd/internal/errdefs"
 	"github.com/sandboxd/sandboxd/internal/image"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
+	"github.com/sandboxd/sandboxd/internal/testutil"
 )
 
-// requireRoot skips a test that needs root, or fails it when CI=true.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("this test needs root, and CI=true: run the suite as root")
-	}
-	t.Skip("needs root (bind mounts); run as root or with CI=true to make this a failure")
-}
+// requireRoot: see testutil.RequireRoot.
+func requireRoot(t testing.TB) { testutil.RequireRoot(t, "mounts") }
 
 // dirLayers is a layer store whose layer "sha256:<name>" is the directory
 // root/<name>.
