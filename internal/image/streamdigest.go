@@ -164,12 +164,22 @@ func (d *streamDigest) hash() {
 	tw := tar.NewWriter(cw)
 	buf := copyBlocks.get()
 	defer copyBlocks.put(buf)
+	var win *window
 	for it := range d.items {
 		if it.shared {
 			it.fd = d.shared
+			if win == nil {
+				wb := copyBlocks.get()
+				defer copyBlocks.put(wb)
+				win = &window{b: *wb}
+			}
 		}
 		if d.hashErr == nil && !d.abandoned.Load() {
-			d.hashErr = d.write(tw, it, *buf)
+			if it.shared {
+				d.hashErr = win.hash(tw, it)
+			} else {
+				d.hashErr = d.write(tw, it, *buf)
+			}
 		}
 		if it.fd >= 0 && !it.shared {
 			unix.Close(it.fd)
@@ -209,6 +219,49 @@ func (d *streamDigest) write(tw *tar.Writer, it digestItem, buf []byte) error {
 			return err
 		}
 		off += int64(n)
+	}
+	return nil
+}
+
+// window is what the hash goroutine has read ahead of a layer image (see
+// readFrom): the files' contents lie in the image in the order they are
+// hashed, so one read serves many small files (12,800 files of 16 KiB: 216
+// reads instead of 12,800). What a read returns is only what the image
+// file held then, which is all written: its size only grows by appending
+// (see TarFile).
+type window struct {
+	b   []byte
+	off int64 // where b[:n] starts in the image
+	n   int
+}
+
+// hash writes the header and the contents of it (read from the image) to tw.
+func (w *window) hash(tw *tar.Writer, it digestItem) error {
+	if err := tw.WriteHeader(it.hdr); err != nil {
+		return err
+	}
+	at, size := it.base, it.hdr.Size
+	for size > 0 {
+		if at < w.off || at >= w.off+int64(w.n) {
+			n, err := unix.Pread(it.fd, w.b, at)
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				return &os.PathError{Op: "read back", Path: it.hdr.Name, Err: err}
+			}
+			if n == 0 {
+				return fmt.Errorf("%s: shorter than written", it.hdr.Name)
+			}
+			w.off, w.n = at, n
+		}
+		i := at - w.off
+		k := min(int64(w.n)-i, size)
+		if _, err := tw.Write(w.b[i : i+k]); err != nil {
+			return err
+		}
+		at += k
+		size -= k
 	}
 	return nil
 }
