@@ -279,9 +279,18 @@ func (b *imageBuilder) pointFile(parent *erofs.Node, rel, base string, hdr *tar.
 			return fmt.Errorf("contents of %q are not in the layer image", rel)
 		}
 		off = b.dataStart + eb.offset()
-		if err := eb.skip(); err != nil {
+		// A big file's contents are digested while they come in (a small
+		// one's once they are all there, below).
+		var prog *fileProgress
+		if hdr.Size >= hashWhileWritten {
+			if prog = b.sd.madeFileAt(rel, hdr, mode, off, true); prog != nil {
+				defer prog.end()
+			}
+		}
+		if err := eb.skip(prog.report()); err != nil {
 			return err
 		}
+		prog.advance(hdr.Size)
 	}
 	if _, err := b.w.AddData(parent, base, metaOf(unix.S_IFREG|mode, hdr), hdr.Size, off); err != nil {
 		return err
@@ -289,7 +298,9 @@ func (b *imageBuilder) pointFile(parent *erofs.Node, rel, base string, hdr *tar.
 	if b.under == "" || within(rel, b.under) {
 		b.refBytes += hdr.Size
 	}
-	b.sd.madeFileAt(rel, hdr, mode, off)
+	if hdr.Size < hashWhileWritten {
+		b.sd.madeFileAt(rel, hdr, mode, off, false)
+	}
 	return nil
 }
 

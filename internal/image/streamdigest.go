@@ -175,9 +175,10 @@ func (d *streamDigest) hash() {
 			}
 		}
 		if d.hashErr == nil && !d.abandoned.Load() {
-			if it.shared {
+			switch {
+			case it.shared && it.prog == nil:
 				d.hashErr = win.hash(tw, it)
-			} else {
+			default:
 				d.hashErr = d.write(tw, it, *buf)
 			}
 		}
@@ -418,26 +419,33 @@ func (d *streamDigest) readFrom(fd int) {
 }
 
 // madeFileAt records the regular file made at rel from hdr, with permission
-// bits mode, whose complete contents are at base in the layer image (see
-// readFrom).
-func (d *streamDigest) madeFileAt(rel string, hdr *tar.Header, mode uint32, base int64) {
+// bits mode, whose contents are at base in the layer image (see readFrom):
+// complete, when whileWritten is false; as they come, when it is true: the
+// caller reports them to the returned progress (nil when the digest is
+// given up), as madeFile's callers do.
+func (d *streamDigest) madeFileAt(rel string, hdr *tar.Header, mode uint32, base int64, whileWritten bool) *fileProgress {
 	if !d.wants() {
-		return
+		return nil
 	}
 	if d.shared < 0 {
 		d.giveUp("no descriptor of the layer image")
-		return
+		return nil
 	}
 	name, ok := d.place(rel, false)
 	if !ok {
-		return
+		return nil
 	}
 	if _, ok := d.keptXattrs(rel, hdr, false); !ok {
-		return
+		return nil
 	}
 	st := statOf(unix.S_IFREG|mode, hdr, hdr.Size, 0)
 	d.remember(rel, name, st)
-	d.send(digestItem{hdr: canonHeader(name, &st, nil, ""), fd: -1, base: base, shared: true})
+	it := digestItem{hdr: canonHeader(name, &st, nil, ""), fd: -1, base: base, shared: true}
+	if whileWritten {
+		it.prog = newFileProgress()
+	}
+	d.send(it)
+	return it.prog
 }
 
 // remember records the regular file made at rel, named name in the layer,

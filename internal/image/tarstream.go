@@ -292,21 +292,31 @@ func copyFileRange(srcFd int, off *int64, dstFd int, n int64) (int64, error) {
 	return done, nil
 }
 
+// skipStep is how much of a file's contents skipBody skips between two
+// reports of progress.
+const skipStep = 256 << 10
+
 // skipBody moves past the n bytes of contents of the entry tr has just
 // returned without reading them from the stream (what is buffered is
-// dropped), once they are written (see TarFile). tr must not be read from
-// before its next Next.
-func (s *tarStream) skipBody(n int64) error {
+// dropped), once they are in the stream's copy (see TarFile), reporting
+// how much is there so far to progress (when not nil). tr must not be
+// read from before its next Next.
+func (s *tarStream) skipBody(n int64, progress func(int64)) error {
 	var done int64
 	if b := int(min(n, int64(s.hi-s.lo))); b > 0 {
 		s.lo += b
 		done = int64(b)
 	}
-	if done < n {
+	for done < n {
 		if s.tf == nil {
 			return errors.New("tar stream: cannot skip contents")
 		}
-		m, err := s.tf.Skip(n - done)
+		step := n - done
+		if progress != nil {
+			progress(done)
+			step = min(step, skipStep)
+		}
+		m, err := s.tf.Skip(step)
 		done += m
 		if err != nil {
 			s.err = err
@@ -338,4 +348,4 @@ func (b *entryBody) copyTo(fd int, buf []byte, progress func(int64)) (int64, err
 func (b *entryBody) offset() int64 { return b.s.pos }
 
 // skip moves past the contents without reading them (see skipBody).
-func (b *entryBody) skip() error { return b.s.skipBody(b.n) }
+func (b *entryBody) skip(progress func(int64)) error { return b.s.skipBody(b.n, progress) }
