@@ -94,10 +94,17 @@ func (s *Store) addLayerImage(ctx context.Context, what string, fill func(b *ima
 	if err != nil {
 		return "", fmt.Errorf("add layer: %w", err)
 	}
-	defer b.discard()
 	b.sd = newStreamDigest("")
+	return s.fillImage(ctx, b, st, func() error { return fill(b) }, what)
+}
+
+// fillImage has fill add a layer's entries to b, stores the image (see
+// storeImage) and logs the stages under what (with args); b is discarded
+// after.
+func (s *Store) fillImage(ctx context.Context, b *imageBuilder, st *stages, fill func() error, what string, args ...any) (Digest, error) {
+	defer b.discard()
 	defer b.sd.stop()
-	err = fill(b)
+	err := fill()
 	b.close()
 	st.mark("extract")
 	if err != nil {
@@ -107,7 +114,7 @@ func (s *Store) addLayerImage(ctx context.Context, what string, fill func(b *ima
 	if err != nil {
 		return "", fmt.Errorf("add layer: %w", err)
 	}
-	st.log(ctx, s.log, what, "layer", d)
+	st.log(ctx, s.log, what, append([]any{"layer", d}, args...)...)
 	return d, nil
 }
 

@@ -370,24 +370,16 @@ func (d *streamDigest) wants() bool { return d != nil && d.lost == "" && !d.clos
 // madeFile records the regular file the extractor has made at rel (a clean
 // relative path) from hdr, with permission bits mode, open at fd (which
 // stays the caller's), its contents starting at base in fd's file: they are
-// read back through a duplicate of fd. Whole, when whileWritten is false: the file is complete. As they come,
-// when it is true: the file was just created, and the caller reports its
-// writing to the returned progress (advance as it writes, end once it
-// stops). The progress is nil when the digest is given up.
+// read back through a duplicate of fd. Whole, when whileWritten is false:
+// the file is complete. As they come, when it is true: the file was just
+// created, and the caller reports its writing to the returned progress
+// (advance as it writes, end once it stops). The progress is nil when the
+// digest is given up.
 func (d *streamDigest) madeFile(rel string, hdr *tar.Header, mode uint32, fd int, base int64, whileWritten bool) *fileProgress {
-	if !d.wants() {
-		return nil
-	}
-	name, ok := d.place(rel, false)
+	it, ok := d.fileItem(rel, hdr, mode, base, whileWritten)
 	if !ok {
 		return nil
 	}
-	if _, ok := d.keptXattrs(rel, hdr, false); !ok {
-		return nil
-	}
-	st := statOf(unix.S_IFREG|mode, hdr, hdr.Size, 0)
-	d.remember(rel, name, st)
-	it := digestItem{hdr: canonHeader(name, &st, nil, ""), fd: -1, base: base}
 	if hdr.Size > 0 {
 		dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
 		if err != nil {
@@ -395,9 +387,6 @@ func (d *streamDigest) madeFile(rel string, hdr *tar.Header, mode uint32, fd int
 			return nil
 		}
 		it.fd = dup
-	}
-	if whileWritten {
-		it.prog = newFileProgress()
 	}
 	d.send(it)
 	return it.prog
@@ -419,33 +408,42 @@ func (d *streamDigest) readFrom(fd int) {
 }
 
 // madeFileAt records the regular file made at rel from hdr, with permission
-// bits mode, whose contents are at base in the layer image (see readFrom):
-// complete, when whileWritten is false; as they come, when it is true: the
-// caller reports them to the returned progress (nil when the digest is
-// given up), as madeFile's callers do.
+// bits mode, whose contents are at base in the layer image (see readFrom);
+// whileWritten and the progress returned as for madeFile.
 func (d *streamDigest) madeFileAt(rel string, hdr *tar.Header, mode uint32, base int64, whileWritten bool) *fileProgress {
-	if !d.wants() {
-		return nil
-	}
-	if d.shared < 0 {
+	if d.wants() && d.shared < 0 {
 		d.giveUp("no descriptor of the layer image")
-		return nil
 	}
-	name, ok := d.place(rel, false)
+	it, ok := d.fileItem(rel, hdr, mode, base, whileWritten)
 	if !ok {
 		return nil
 	}
+	it.shared = true
+	d.send(it)
+	return it.prog
+}
+
+// fileItem checks the regular file made at rel from hdr in, records it
+// for hard links, and returns its item (without a descriptor), or ok false
+// when the digest is given up.
+func (d *streamDigest) fileItem(rel string, hdr *tar.Header, mode uint32, base int64, whileWritten bool) (digestItem, bool) {
+	if !d.wants() {
+		return digestItem{}, false
+	}
+	name, ok := d.place(rel, false)
+	if !ok {
+		return digestItem{}, false
+	}
 	if _, ok := d.keptXattrs(rel, hdr, false); !ok {
-		return nil
+		return digestItem{}, false
 	}
 	st := statOf(unix.S_IFREG|mode, hdr, hdr.Size, 0)
 	d.remember(rel, name, st)
-	it := digestItem{hdr: canonHeader(name, &st, nil, ""), fd: -1, base: base, shared: true}
+	it := digestItem{hdr: canonHeader(name, &st, nil, ""), fd: -1, base: base}
 	if whileWritten {
 		it.prog = newFileProgress()
 	}
-	d.send(it)
-	return it.prog
+	return it, true
 }
 
 // remember records the regular file made at rel, named name in the layer,

@@ -115,18 +115,5 @@ func (s *Store) addLayerFromTarFile(ctx context.Context, tf TarFile, keep func(s
 	if err != nil {
 		return "", fmt.Errorf("add layer: %w", err)
 	}
-	defer b.discard()
-	defer b.sd.stop()
-	err = convertUpper(ctx, tf, keep, b.add)
-	b.close()
-	st.mark("extract")
-	if err != nil {
-		return "", fmt.Errorf("add layer: %w", err)
-	}
-	d, err := s.storeImage(ctx, b, st)
-	if err != nil {
-		return "", fmt.Errorf("add layer: %w", err)
-	}
-	st.log(ctx, s.log, "layer from upper tar", "layer", d, "route", "tar image")
-	return d, nil
+	return s.fillImage(ctx, b, st, func() error { return convertUpper(ctx, tf, keep, b.add) }, "layer from upper tar", "route", "tar image")
 }
