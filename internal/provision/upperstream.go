@@ -142,7 +142,7 @@ func (t *tailFile) Read(p []byte) (int, error) {
 			finished = true // then the size below is final
 		default:
 		}
-		size, err := t.available()
+		size, err := t.available(t.off + 1)
 		if err != nil {
 			return 0, err
 		}
@@ -189,7 +189,7 @@ func (t *tailFile) CopyRangeTo(fd int, n int64) (int64, error) {
 			finished = true
 		default:
 		}
-		size, err := t.available()
+		size, err := t.available(t.off + 1)
 		if err != nil {
 			return done, err
 		}
@@ -235,8 +235,12 @@ func (t *tailFile) MirrorTo(f *os.File) (int64, error) {
 // available returns the end of what the reader may use: what the sentry
 // has written, copied into the mirror first when there is one. The copy
 // is the daemon's own: the sentry, which keeps writing into its file as
-// long as it likes, cannot change it.
-func (t *tailFile) available() (int64, error) {
+// long as it likes, cannot change it. When the mirror holds need bytes
+// already, it says so without asking the file.
+func (t *tailFile) available(need int64) (int64, error) {
+	if t.mirror != nil && t.mirrored >= need {
+		return t.mirrored, nil
+	}
 	var st unix.Stat_t
 	if err := unix.Fstat(t.fd, &st); err != nil {
 		return 0, fmt.Errorf("rootfs diff: %w", err)
@@ -276,7 +280,7 @@ func (t *tailFile) Skip(n int64) (int64, error) {
 			finished = true
 		default:
 		}
-		size, err := t.available()
+		size, err := t.available(want)
 		if err != nil {
 			return 0, err
 		}
