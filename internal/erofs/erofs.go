@@ -84,6 +84,7 @@ type Writer struct {
 	top     *Node // the tree's top, returned by Root
 	root    *Node // the image's root (SetRoot)
 	dataEnd int64 // end of the file contents written or referenced so far (bytes)
+	pos     int64 // the file's position, as Create left it; -1 when unknown
 	nodes   int   // nodes made, an upper bound of the image's inodes
 	err     error // sticky error from SetMeta, reported by Close
 	closed  bool
@@ -140,7 +141,7 @@ func NewWriterOpts(f *os.File, o Options) (*Writer, error) {
 	if bits < minBlockBits || bits > maxBlockBits {
 		return nil, fmt.Errorf("%w: BlockBits %d, want %d to %d", errOptions, o.BlockBits, minBlockBits, maxBlockBits)
 	}
-	w := &Writer{f: f, fd: int(f.Fd()), bits: bits, bs: 1 << bits, dataEnd: dataStart}
+	w := &Writer{f: f, fd: int(f.Fd()), bits: bits, bs: 1 << bits, dataEnd: dataStart, pos: -1}
 	w.top = &Node{w: w, dir: &dirInfo{}, mode: unix.S_IFDIR | 0o755}
 	w.root = w.top
 	w.nodes = 1
@@ -354,15 +355,18 @@ func (n *Node) Link(name string, target *Node) error {
 
 // Create adds a regular file of size bytes to directory parent. write must
 // write exactly size bytes to fd at fd's current file position (with
-// write(2), or copy_file_range/splice with a nil destination offset):
-// Create first moves the position to the first block boundary after every
-// file's contents so far (written by Create or referenced by AddData),
-// calls write (not when size is 0 and write is nil), then checks that the
-// position advanced by exactly size. It returns the node and the byte
-// offset in the image where the contents start; they can be read back with
-// pread at that offset while later files are being added. The type bits of
-// m.Mode must be zero or S_IFREG.
-func (w *Writer) Create(parent *Node, name string, m Meta, size int64, write func(fd int) error) (*Node, int64, error) {
+// write(2), or copy_file_range/splice with a nil destination offset) and
+// return how many it wrote: Create first moves the position to the first
+// block boundary after every file's contents so far (written by Create or
+// referenced by AddData) unless it is there already, calls write with that
+// offset (not when
+// size is 0 and write is nil), then checks the count. The Writer keeps
+// track of the position itself (a file of many small files costs no seek
+// per file); after a failed write it asks the file. It returns the node and
+// the byte offset in the image where the contents start; they can be read
+// back with pread at that offset while later files are being added. The
+// type bits of m.Mode must be zero or S_IFREG.
+func (w *Writer) Create(parent *Node, name string, m Meta, size int64, write func(fd int, off int64) (int64, error)) (*Node, int64, error) {
 	if w.closed {
 		return nil, 0, errClosed
 	}
@@ -381,22 +385,28 @@ func (w *Writer) Create(parent *Node, name string, m Meta, size int64, write fun
 		return nil, 0, fmt.Errorf("%w: create %q", errTooBig, name)
 	}
 	if write != nil {
-		if _, err := unix.Seek(w.fd, off, unix.SEEK_SET); err != nil {
-			return nil, 0, fmt.Errorf("erofs: create %q: seek: %w", name, err)
+		if w.pos != off {
+			if _, err := unix.Seek(w.fd, off, unix.SEEK_SET); err != nil {
+				w.pos = -1
+				return nil, 0, fmt.Errorf("erofs: create %q: seek: %w", name, err)
+			}
+			w.pos = off
 		}
-		werr := write(w.fd)
-		pos, serr := unix.Seek(w.fd, 0, unix.SEEK_CUR)
-		if serr == nil && pos > w.dataEnd {
-			// Whatever was written stays out of later files' way.
-			w.dataEnd = pos
-		}
-		switch {
-		case werr != nil:
+		n, werr := write(w.fd, off)
+		if werr != nil {
+			// How far it got is the file's to say.
+			w.pos = -1
+			if pos, err := unix.Seek(w.fd, 0, unix.SEEK_CUR); err == nil {
+				w.pos = pos
+				// Whatever was written stays out of later files' way.
+				w.dataEnd = max(w.dataEnd, pos)
+			}
 			return nil, 0, fmt.Errorf("erofs: create %q: %w", name, werr)
-		case serr != nil:
-			return nil, 0, fmt.Errorf("erofs: create %q: seek: %w", name, serr)
-		case pos != off+size:
-			return nil, 0, fmt.Errorf("%w: %q: %d bytes announced, position moved by %d", errWrite, name, size, pos-off)
+		}
+		w.pos = off + n
+		w.dataEnd = max(w.dataEnd, w.pos)
+		if n != size {
+			return nil, 0, fmt.Errorf("%w: %q: %d bytes announced, %d written", errWrite, name, size, n)
 		}
 	}
 	if size > 0 {

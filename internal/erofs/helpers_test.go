@@ -20,19 +20,21 @@ import (
 func requireRoot(t testing.TB) { testutil.RequireRoot(t, "mounts") }
 
 // writeBytes returns a Create callback writing b with write(2).
-func writeBytes(b []byte) func(fd int) error {
-	return func(fd int) error {
+func writeBytes(b []byte) func(fd int, off int64) (int64, error) {
+	return func(fd int, _ int64) (int64, error) {
+		var done int64
 		for len(b) > 0 {
 			n, err := unix.Write(fd, b)
 			if errors.Is(err, unix.EINTR) {
 				continue
 			}
 			if err != nil {
-				return err
+				return done, err
 			}
 			b = b[n:]
+			done += int64(n)
 		}
-		return nil
+		return done, nil
 	}
 }
 

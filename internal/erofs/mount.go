@@ -30,9 +30,9 @@ func Mount(image, target string) error {
 func Probe(dir string) error {
 	const content = "sandboxd erofs probe\n"
 	err := probeImage(dir, Options{}, func(w *Writer, f *os.File) (map[string]string, error) {
-		_, _, err := w.Create(w.Root(), "probe", Meta{Mode: 0o644}, int64(len(content)), func(fd int) error {
-			_, err := unix.Write(fd, []byte(content))
-			return err
+		_, _, err := w.Create(w.Root(), "probe", Meta{Mode: 0o644}, int64(len(content)), func(fd int, _ int64) (int64, error) {
+			n, err := unix.Write(fd, []byte(content))
+			return int64(n), err
 		})
 		return map[string]string{"probe": content}, err
 	})

@@ -65,12 +65,8 @@ func (s *Store) AddDirLayer(ctx context.Context, lowers []Digest, upper io.Reade
 	}
 	if src != filepath.Join(tmp, "1", "merged", rel) {
 		done()
-		seeker, ok := upper.(io.Seeker)
-		if !ok {
-			return "", errdefs.Invalid("directory layer: /%s is reached through a symlink", rel)
-		}
-		if _, err := seeker.Seek(0, io.SeekStart); err != nil {
-			return "", fmt.Errorf("directory layer: %w", err)
+		if err := rewindUpper(upper, rel); err != nil {
+			return "", err
 		}
 		if src, done, _, err = s.mergeAt(ctx, tmp, "2", lowers, upper, rel, nil); err != nil {
 			return "", err
@@ -78,6 +74,20 @@ func (s *Store) AddDirLayer(ctx context.Context, lowers []Digest, upper io.Reade
 	}
 	defer done()
 	return s.AddLayerFromDir(ctx, src)
+}
+
+// rewindUpper starts the diff upper again from its beginning (see
+// provision's upperStream: a new tar from the engine), for a directory rel
+// reached through a symlink, which may lead anywhere in the diff.
+func rewindUpper(upper io.Reader, rel string) error {
+	seeker, ok := upper.(io.Seeker)
+	if !ok {
+		return errdefs.Invalid("directory layer: /%s is reached through a symlink", rel)
+	}
+	if _, err := seeker.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("directory layer: %w", err)
+	}
+	return nil
 }
 
 // mergeAt extracts the entries of upper that keep accepts into tmp/name/diff,

@@ -12,7 +12,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sandboxd/sandboxd/internal/erofs"
-	"github.com/sandboxd/sandboxd/internal/errdefs"
 )
 
 // addDirLayerImage is AddDirLayer where new layers are images: the part of
@@ -59,12 +58,8 @@ func (s *Store) addDirLayerImage(ctx context.Context, tmp string, lowers []Diges
 		// rel is reached through a symlink, which may lead anywhere:
 		// everything of upper is needed.
 		done()
-		seeker, ok := upper.(io.Seeker)
-		if !ok {
-			return "", errdefs.Invalid("directory layer: /%s is reached through a symlink", rel)
-		}
-		if _, err := seeker.Seek(0, io.SeekStart); err != nil {
-			return "", fmt.Errorf("directory layer: %w", err)
+		if err := rewindUpper(upper, rel); err != nil {
+			return "", err
 		}
 		b2, err := s.dirImageBuilder(upper, "")
 		if err != nil {
@@ -95,7 +90,7 @@ func (s *Store) dirImageBuilder(upper io.Reader, under string) (*imageBuilder, e
 	if err != nil {
 		return nil, err
 	}
-	b.sd = newStreamDigest(under)
+	b.digest(under)
 	return b, nil
 }
 

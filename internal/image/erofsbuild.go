@@ -58,6 +58,14 @@ func newImageBuilder(f *os.File) *imageBuilder {
 	return &imageBuilder{f: f, w: erofs.NewWriter(f)}
 }
 
+// digest has the image's tree digested while it is built (see
+// streamDigest), under as the directory whose tree is the layer ("" for
+// all); the contents are read back from the image file.
+func (b *imageBuilder) digest(under string) {
+	b.sd = newStreamDigest(under)
+	b.sd.readFrom(int(b.f.Fd()))
+}
+
 // add makes one entry of an OCI layer tar; r holds its contents.
 func (b *imageBuilder) add(hdr *tar.Header, r io.Reader) error {
 	if err := b.entry(hdr, r); err != nil {
@@ -228,19 +236,15 @@ func (b *imageBuilder) writeFile(parent *erofs.Node, rel, base string, hdr *tar.
 	if b.buf == nil && hdr.Size > 0 {
 		b.buf = copyBlocks.get()
 	}
-	_, off, err := b.w.Create(parent, base, metaOf(unix.S_IFREG|mode, hdr), hdr.Size, func(fd int) error {
+	_, off, err := b.w.Create(parent, base, metaOf(unix.S_IFREG|mode, hdr), hdr.Size, func(fd int, at int64) (int64, error) {
 		if hdr.Size == 0 {
-			return nil
+			return 0, nil
 		}
 		// A big file's contents are digested while they are written (a
 		// small one's once it is complete, below).
 		var prog *fileProgress
 		if hdr.Size >= hashWhileWritten {
-			at, err := unix.Seek(fd, 0, io.SeekCurrent)
-			if err != nil {
-				return err
-			}
-			if prog = b.sd.madeFile(rel, hdr, mode, fd, at, true); prog != nil {
+			if prog = b.sd.madeFileAt(rel, hdr, mode, at, true); prog != nil {
 				defer prog.end()
 			}
 		}
@@ -252,19 +256,19 @@ func (b *imageBuilder) writeFile(parent *erofs.Node, rel, base string, hdr *tar.
 			n, err = io.CopyBuffer(progressWriter(fd, prog.report()), r, *b.buf)
 		}
 		if err != nil {
-			return err
+			return n, err
 		}
 		prog.advance(n)
 		if n != hdr.Size {
-			return errdefs.Invalid("layer tar: %d bytes of %d", n, hdr.Size)
+			return n, errdefs.Invalid("layer tar: %d bytes of %d", n, hdr.Size)
 		}
-		return nil
+		return n, nil
 	})
 	if err != nil {
 		return err
 	}
 	if hdr.Size < hashWhileWritten {
-		b.sd.madeFile(rel, hdr, mode, int(b.f.Fd()), off, false)
+		b.sd.madeFileAt(rel, hdr, mode, off, false)
 	}
 	return nil
 }

@@ -38,14 +38,6 @@ func (s *Store) layerImagePath(d Digest) string { return s.LayerPath(d) + imageS
 // work (see above). Call before Startup.
 func (s *Store) UseTreeLayers() { s.treeLayers = true }
 
-// LayerFormat says in which form new layers are stored: "erofs" or "tree".
-func (s *Store) LayerFormat() string {
-	if s.images {
-		return "erofs"
-	}
-	return "tree"
-}
-
 // chooseFormat decides, at Startup, the form of new layers.
 func (s *Store) chooseFormat() {
 	if s.treeLayers {
@@ -56,6 +48,7 @@ func (s *Store) chooseFormat() {
 		return
 	}
 	s.images = true
+	s.log.Debug("new layers stored as EROFS images")
 }
 
 // mountLayerImage mounts layer d's image on its directory (made if missing).
@@ -94,7 +87,7 @@ func (s *Store) addLayerImage(ctx context.Context, what string, fill func(b *ima
 	if err != nil {
 		return "", fmt.Errorf("add layer: %w", err)
 	}
-	b.sd = newStreamDigest("")
+	b.digest("")
 	return s.fillImage(ctx, b, st, func() error { return fill(b) }, what)
 }
 
@@ -148,38 +141,7 @@ func (s *Store) storeImage(ctx context.Context, b *imageBuilder, st *stages) (Di
 	if err != nil {
 		return "", err
 	}
-	d, size, why, ok := b.sd.result()
-	st.mark("digest_wait")
-	if ok {
-		s.streamedDigests.Add(1)
-	}
-	if !ok || s.checkStreamed {
-		st.add("walked", why)
-		wd, wsize, err := s.walkImage(ctx, img, b.canonOptions())
-		if err != nil {
-			fl.abandon(true)
-			return "", fmt.Errorf("digest: %w", err)
-		}
-		st.mark("hash")
-		if ok && (wd != d || wsize != size) {
-			fl.abandon(true)
-			return "", fmt.Errorf("digest: streamed digest %s (%d bytes) is not the tree's %s (%d bytes)", d, size, wd, wsize)
-		}
-		d, size = wd, wsize
-	}
-	st.add("bytes", size)
-	committed, err := s.commitLayer(ctx, img, d, size, fl)
-	if err != nil {
-		fl.abandon(true)
-		return "", fmt.Errorf("%s: %w", d, err)
-	}
-	if !committed {
-		fl.abandon(false)
-		st.add("duplicate", true)
-		return d, nil
-	}
-	st.mark("commit")
-	return d, nil
+	return s.storeLayer(ctx, img, fl, b.sd, func() (Digest, int64, error) { return s.walkImage(ctx, img, b.canonOptions()) }, st)
 }
 
 // walkImage returns the digest of the tree in the image file img (mounted

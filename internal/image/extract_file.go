@@ -137,7 +137,7 @@ func (x *extractor) writeFile(pfd int, dir, base string, hdr *tar.Header, mode u
 	// one's once it is complete, below).
 	var prog *fileProgress
 	if hdr.Size >= hashWhileWritten {
-		if prog = x.sd.madeFile(rel, hdr, mode, fd, 0, true); prog != nil {
+		if prog = x.sd.madeFile(rel, hdr, mode, fd, true); prog != nil {
 			defer prog.end()
 		}
 	}
@@ -181,7 +181,7 @@ func (x *extractor) writeFile(pfd int, dir, base string, hdr *tar.Header, mode u
 		return err
 	}
 	if hdr.Size < hashWhileWritten {
-		x.sd.madeFile(rel, hdr, mode, fd, 0, false)
+		x.sd.madeFile(rel, hdr, mode, fd, false)
 	}
 	return nil
 }

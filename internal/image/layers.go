@@ -97,13 +97,21 @@ func (s *Store) storeTree(ctx context.Context, tmp string, plan syncPlan, o cano
 	if err != nil {
 		return "", err
 	}
-	d, size, err := s.layerDigest(ctx, tmp, o, sd, st)
+	st.add("fsync_each", plan.ok)
+	return s.storeLayer(ctx, tmp, fl, sd, func() (Digest, int64, error) { return walkDigest(ctx, tmp, o) }, st)
+}
+
+// storeLayer stores the complete layer src (a tree or an image under tmp/,
+// being flushed by fl): it takes its digest (see layerDigest; walk digests
+// it afresh), then commits it, or stops fl when the store has the layer
+// already.
+func (s *Store) storeLayer(ctx context.Context, src string, fl *flush, sd *streamDigest, walk func() (Digest, int64, error), st *stages) (Digest, error) {
+	d, size, err := s.layerDigest(sd, walk, st)
 	if err != nil {
 		fl.abandon(true)
 		return "", fmt.Errorf("digest: %w", err)
 	}
-	st.add("fsync_each", plan.ok)
-	if committed, err := s.commitLayer(ctx, tmp, d, size, fl); err != nil {
+	if committed, err := s.commitLayer(ctx, src, d, size, fl); err != nil {
 		fl.abandon(true)
 		return "", fmt.Errorf("%s: %w", d, err)
 	} else if !committed {
@@ -115,10 +123,10 @@ func (s *Store) storeTree(ctx context.Context, tmp string, plan syncPlan, o cano
 	return d, nil
 }
 
-// layerDigest returns the digest of the tree at tmp (the SHA-256 of its
-// canonical tar) and the tar's size: sd's, streamed while the tree was made,
-// when it holds, else by walking the tree.
-func (s *Store) layerDigest(ctx context.Context, tmp string, o canonOptions, sd *streamDigest, st *stages) (Digest, int64, error) {
+// layerDigest returns a layer's digest (the SHA-256 of its canonical tar)
+// and the tar's size: sd's, streamed while the layer was made, when it
+// holds, else walk's.
+func (s *Store) layerDigest(sd *streamDigest, walk func() (Digest, int64, error), st *stages) (Digest, int64, error) {
 	d, size, why, ok := sd.result()
 	st.mark("digest_wait")
 	if ok {
@@ -126,7 +134,7 @@ func (s *Store) layerDigest(ctx context.Context, tmp string, o canonOptions, sd 
 	}
 	if !ok || s.checkStreamed {
 		st.add("walked", why)
-		wd, wsize, err := walkDigest(ctx, tmp, o)
+		wd, wsize, err := walk()
 		if err != nil {
 			return "", wsize, err
 		}

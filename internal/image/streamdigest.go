@@ -79,7 +79,7 @@ type digestItem struct {
 	// shared: the contents are read through the digest's own descriptor
 	// of the layer image (see readFrom), fd is unused.
 	// base is where the contents start in fd's file (a layer image holds
-	// many files' contents; a file of a tree, 0).
+	// many files' contents; a file of a tree: 0).
 	base   int64
 	shared bool
 	prog   *fileProgress
@@ -227,9 +227,9 @@ func (d *streamDigest) write(tw *tar.Writer, it digestItem, buf []byte) error {
 // window is what the hash goroutine has read ahead of a layer image (see
 // readFrom): the files' contents lie in the image in the order they are
 // hashed, so one read serves many small files (12,800 files of 16 KiB: 216
-// reads instead of 12,800). What a read returns is only what the image
-// file held then, which is all written: its size only grows by appending
-// (see TarFile).
+// reads instead of 12,800). A file's contents in an image are never
+// written again once there (Create and the tar's copy only append; Close
+// writes outside them), so what a read returned stays right.
 type window struct {
 	b   []byte
 	off int64 // where b[:n] starts in the image
@@ -369,14 +369,14 @@ func (d *streamDigest) wants() bool { return d != nil && d.lost == "" && !d.clos
 
 // madeFile records the regular file the extractor has made at rel (a clean
 // relative path) from hdr, with permission bits mode, open at fd (which
-// stays the caller's), its contents starting at base in fd's file: they are
-// read back through a duplicate of fd. Whole, when whileWritten is false:
+// stays the caller's): its contents are read back through a duplicate of
+// fd. Whole, when whileWritten is false:
 // the file is complete. As they come, when it is true: the file was just
 // created, and the caller reports its writing to the returned progress
 // (advance as it writes, end once it stops). The progress is nil when the
 // digest is given up.
-func (d *streamDigest) madeFile(rel string, hdr *tar.Header, mode uint32, fd int, base int64, whileWritten bool) *fileProgress {
-	it, ok := d.fileItem(rel, hdr, mode, base, whileWritten)
+func (d *streamDigest) madeFile(rel string, hdr *tar.Header, mode uint32, fd int, whileWritten bool) *fileProgress {
+	it, ok := d.fileItem(rel, hdr, mode, 0, whileWritten)
 	if !ok {
 		return nil
 	}

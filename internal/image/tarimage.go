@@ -58,8 +58,7 @@ func (s *Store) newTarImage(tf TarFile, under string) (*imageBuilder, error) {
 		return nil, fmt.Errorf("layer image: %w", err)
 	}
 	b := &imageBuilder{f: f, w: w, tarData: true, dataStart: start, under: under}
-	b.sd = newStreamDigest(under)
-	b.sd.readFrom(int(f.Fd()))
+	b.digest(under)
 	return b, nil
 }
 

@@ -135,6 +135,34 @@ func (t *tailFile) Read(p []byte) (int, error) {
 	if t.closed {
 		return 0, os.ErrClosed
 	}
+	size, err := t.await(t.off + 1)
+	if err != nil {
+		return 0, err
+	}
+	n := min(int64(len(p)), size-t.off)
+	src := t.fd
+	if t.mirror != nil { // what the store keeps
+		src = int(t.mirror.Fd())
+	}
+	for {
+		m, err := unix.Pread(src, p[:n], t.off)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return 0, fmt.Errorf("rootfs diff: %w", err)
+		}
+		t.off += int64(m)
+		t.punch()
+		return m, nil
+	}
+}
+
+// await returns the end of what may be read (see available) once it
+// reaches need, or once the engine call ended short of it: then with
+// io.EOF (the tar ended) or the engine's error, never a clean end for a
+// tar cut short.
+func (t *tailFile) await(need int64) (int64, error) {
 	for {
 		finished := false
 		select {
@@ -142,29 +170,15 @@ func (t *tailFile) Read(p []byte) (int, error) {
 			finished = true // then the size below is final
 		default:
 		}
-		size, err := t.available(t.off + 1)
-		if err != nil {
-			return 0, err
-		}
-		if t.off < size {
-			n := min(int64(len(p)), size-t.off)
-			src := t.fd
-			if t.mirror != nil { // what the store keeps
-				src = int(t.mirror.Fd())
-			}
-			m, err := unix.Pread(src, p[:n], t.off)
-			if err != nil && err != unix.EINTR {
-				return 0, fmt.Errorf("rootfs diff: %w", err)
-			}
-			t.off += int64(m)
-			t.punch()
-			return m, nil
+		size, err := t.available(need)
+		if err != nil || size >= need {
+			return size, err
 		}
 		if finished {
 			if t.err != nil {
-				return 0, fmt.Errorf("rootfs diff: %w", t.err)
+				return size, fmt.Errorf("rootfs diff: %w", t.err)
 			}
-			return 0, io.EOF
+			return size, io.EOF
 		}
 		t.wait()
 	}
@@ -183,40 +197,27 @@ func (t *tailFile) CopyRangeTo(fd int, n int64) (int64, error) {
 	}
 	var done int64
 	for done < n {
-		finished := false
-		select {
-		case <-t.done:
-			finished = true
-		default:
+		size, err := t.await(t.off + 1)
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
 		}
-		size, err := t.available(t.off + 1)
 		if err != nil {
 			return done, err
 		}
-		if t.off < size {
-			off := t.off
-			m, err := unix.CopyFileRange(t.fd, &off, fd, nil, int(min(n-done, size-t.off, 1<<30)), 0)
-			if err == unix.EINTR {
-				continue
-			}
-			if err != nil {
-				if done == 0 && (err == unix.EXDEV || err == unix.EINVAL || err == unix.ENOSYS || err == unix.EOPNOTSUPP) {
-					return 0, fmt.Errorf("rootfs diff: copy_file_range: %w (%v)", errors.ErrUnsupported, err)
-				}
-				return done, fmt.Errorf("rootfs diff: copy_file_range: %w", err)
-			}
-			t.off += int64(m)
-			done += int64(m)
-			t.punch()
+		off := t.off
+		m, err := unix.CopyFileRange(t.fd, &off, fd, nil, int(min(n-done, size-t.off, 1<<30)), 0)
+		if err == unix.EINTR {
 			continue
 		}
-		if finished {
-			if t.err != nil {
-				return done, fmt.Errorf("rootfs diff: %w", t.err)
+		if err != nil {
+			if done == 0 && (err == unix.EXDEV || err == unix.EINVAL || err == unix.ENOSYS || err == unix.EOPNOTSUPP) {
+				return 0, fmt.Errorf("rootfs diff: copy_file_range: %w (%v)", errors.ErrUnsupported, err)
 			}
-			return done, io.ErrUnexpectedEOF
+			return done, fmt.Errorf("rootfs diff: copy_file_range: %w", err)
 		}
-		t.wait()
+		t.off += int64(m)
+		done += int64(m)
+		t.punch()
 	}
 	return done, nil
 }
@@ -272,33 +273,18 @@ func (t *tailFile) Skip(n int64) (int64, error) {
 	if t.closed {
 		return 0, os.ErrClosed
 	}
-	want := t.off + n
-	for {
-		finished := false
-		select {
-		case <-t.done:
-			finished = true
-		default:
-		}
-		size, err := t.available(want)
-		if err != nil {
-			return 0, err
-		}
-		if size >= want {
-			t.off = want
-			t.punch()
-			return n, nil
-		}
-		if finished {
-			done := size - t.off
-			t.off = size
-			if t.err != nil {
-				return done, fmt.Errorf("rootfs diff: %w", t.err)
-			}
-			return done, io.ErrUnexpectedEOF
-		}
-		t.wait()
+	size, err := t.await(t.off + n)
+	if err == nil {
+		t.off += n
+		t.punch()
+		return n, nil
 	}
+	done := max(size-t.off, 0)
+	t.off += done
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return done, err
 }
 
 // wait returns after tailPoll, or sooner when the engine call ends.
