@@ -1,5 +1,9 @@
 package erofs
 
+// The tree as the kernel reads it back from a mounted image: contents,
+// modes, owners, times, xattrs, devices, big directories, hard links,
+// removal and re-rooting. The Writer's own contract is in writer_test.go.
+
 import (
 	"bytes"
 	"encoding/binary"
