@@ -8,7 +8,7 @@ import (
 	"database/sql"
 	"fmt"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	"modernc.org/sqlite"
 )
 
 // Open opens (creating if needed) the database at path and migrates it to the
@@ -16,10 +16,11 @@ import (
 func Open(ctx context.Context, path string) (*sql.DB, error) {
 	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)" +
 		"&_pragma=busy_timeout(10000)&_pragma=foreign_keys(ON)&_txlock=immediate"
-	db, err := sql.Open("sqlite", dsn)
+	c, err := sqlite.NewConnector(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
 	}
+	db := sql.OpenDB(cachingConnector{c})
 	// One writer at a time is what SQLite allows; a single connection also
 	// keeps in-process transactions from failing with SQLITE_BUSY.
 	db.SetMaxOpenConns(1)
