@@ -229,6 +229,7 @@ func (r *Runtime) Delete(ctx context.Context, id string, force bool) error {
 	if err := r.mustExist(id); err != nil {
 		return fmt.Errorf("delete: %w", err)
 	}
+	r.sockets.Delete(id)
 	args := append(r.globalArgs(id), "delete")
 	if force {
 		args = append(args, "--force")

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -42,6 +43,9 @@ type Runtime struct {
 	cfg Config
 	log *slog.Logger
 	cmd commander
+	// sockets keeps each sandbox's control socket path (see control), by
+	// id, until Delete.
+	sockets sync.Map
 }
 
 // New returns a Runtime using the real runsc binary. It creates RootDir (and

@@ -164,3 +164,70 @@ func TestTarRootfsUpperToErrors(t *testing.T) {
 		}
 	})
 }
+
+// The control socket's path is read once and kept; when the sandbox's
+// control server moves (a new sandbox under the same id), a call reaches
+// the new one, and one to an id whose state is gone is ErrNotFound.
+func TestControlSocketKeptAndReread(t *testing.T) {
+	ok := `{"success":true,"err":"","result":{}}`
+	f1 := &fakeControl{reply: ok, got: make(chan map[string]any, 4)}
+	r := withControl(t, "sb-1", f1)
+	state := filepath.Join(r.cfg.RootDir, "sb-1_sandbox:sb-1.state")
+	call := func() error {
+		_, pw, _ := os.Pipe()
+		defer pw.Close()
+		return r.TarRootfsUpperTo(context.Background(), "sb-1", pw)
+	}
+	if err := call(); err != nil {
+		t.Fatal(err)
+	}
+	<-f1.got
+	// The state file going away does not matter while the server answers.
+	if err := os.Rename(state, state+".away"); err != nil {
+		t.Fatal(err)
+	}
+	if err := call(); err != nil {
+		t.Fatalf("second call with the path kept: %v", err)
+	}
+	<-f1.got
+	os.Rename(state+".away", state)
+
+	// A new server at a new path, the old one gone.
+	f2 := &fakeControl{reply: ok, got: make(chan map[string]any, 4)}
+	r2 := withControl(t, "sb-1", f2)
+	b, err := os.ReadFile(filepath.Join(r2.cfg.RootDir, "sb-1_sandbox:sb-1.state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st struct {
+		Sandbox struct {
+			ControlSocketPath string `json:"controlSocketPath"`
+		} `json:"sandbox"`
+	}
+	json.Unmarshal(b, &st)
+	old, _ := r.sockets.Load("sb-1")
+	if err := os.Remove(old.(string)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(state, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := call(); err != nil {
+		t.Fatalf("call after the server moved: %v", err)
+	}
+	select {
+	case <-f2.got:
+	default:
+		t.Fatal("the new control server got no call")
+	}
+	if now, _ := r.sockets.Load("sb-1"); now != st.Sandbox.ControlSocketPath {
+		t.Errorf("kept path %v, want the new %s", now, st.Sandbox.ControlSocketPath)
+	}
+
+	// Gone for good: the next call reads the state again and finds none.
+	os.Remove(st.Sandbox.ControlSocketPath)
+	os.Remove(state)
+	if err := call(); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("call for a sandbox gone: %v, want ErrNotFound", err)
+	}
+}
