@@ -191,24 +191,25 @@ func snapshotFigures(metric, diff, data string, ours, host timings, floor []time
 // Before each, a new stamp is written at the path stamp in sb, so that each
 // stores a new layer; after each default one, it waits (untimed) until its
 // image is durable. The image of each of the first two kinds is deleted
-// just before the next of those kinds is taken (as hostTar removes its
-// tar); those of the third kind are appended to images.
+// before the stamp of the next of those kinds is written (as hostTar
+// removes its previous tar before the next plain or synced run); those of
+// the third kind are appended to images.
 func snapshotRounds(ctx context.Context, e *env, sb *sandboxd.Sandbox, stamp string, n int, images *[]string,
 	snap func(sandboxd.SnapshotOptions) (sandboxd.Image, error)) (timings, error) {
 	var t timings
 	var flushes []time.Duration
-	recycled := ""
+	recycled := "" // the image to delete before the next of the first two kinds
 	for i := range n {
 		for kind, series := range []*[]time.Duration{&t.plain, &t.synced, &t.kept} {
 			wait := kind == 1
-			if err := shell(ctx, sb, fmt.Sprintf("echo %d-%d > %s", i, kind, stamp)); err != nil {
-				return t, err
-			}
 			if kind != 2 && recycled != "" {
 				if err := e.client.DeleteImage(ctx, recycled); err != nil {
 					return t, fmt.Errorf("delete image %s: %w", recycled, err)
 				}
 				recycled = ""
+			}
+			if err := shell(ctx, sb, fmt.Sprintf("echo %d-%d > %s", i, kind, stamp)); err != nil {
+				return t, err
 			}
 			t0 := time.Now()
 			img, err := snap(sandboxd.SnapshotOptions{WaitDurable: wait})
