@@ -142,18 +142,34 @@ func TestExecLargeOutput(t *testing.T) {
 func TestExecUnreadOutputKeptWithBackPressure(t *testing.T) {
 	sb := create(t, sandboxd.CreateOptions{})
 	ctx := ctxT(t)
-	// A process writing more than the buffer holds waits for a reader instead of losing output.
-	p, err := sb.Exec(ctx, []string{"sh", "-c", "head -c 12582912 /dev/zero; echo done > /tmp/finished"}, &sandboxd.ExecOptions{ExecID: "bp-1"})
+	// A process writing more than the buffers on the way hold waits for a
+	// reader instead of losing output. On the way: the agent's 4 MiB per
+	// stream, an HTTP/2 stream window at each hop, and the TCP buffers,
+	// which the kernel grows with the traffic (Linux 6.18 lets a socket's
+	// receive buffer reach 32 MiB: 12 MiB fitted). The writer notes each
+	// MiB it got out; with nobody reading, the count stops short of the
+	// end and stays.
+	const mib = 48 // 18 MiB fitted on the way here
+	p, err := sb.Exec(ctx, []string{"sh", "-c", fmt.Sprintf(
+		"for i in $(seq %d); do head -c 1048576 /dev/zero; echo $i > /tmp/progress; done", mib)},
+		&sandboxd.ExecOptions{ExecID: "bp-1"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Second)
-	if r := execIn(t, sb, nil, "cat", "/tmp/finished"); r.status.Code == 0 {
-		t.Error("the writer finished although nobody read its 12 MiB")
+	written := func() string {
+		r := execIn(t, sb, nil, "cat", "/tmp/progress")
+		return strings.TrimSpace(r.stdout)
 	}
+	time.Sleep(2 * time.Second)
+	first := written()
+	time.Sleep(time.Second)
+	if second := written(); second != first || second == fmt.Sprint(mib) {
+		t.Errorf("with nobody reading, the writer got out %s MiB, a second later %s MiB (of %d): it did not wait", first, second, mib)
+	}
+	t.Logf("with nobody reading, the writer waits after %s MiB", first)
 	n, _ := io.Copy(io.Discard, p.Stdout)
-	if code, _ := p.Wait(ctx); code != 0 || n != 12582912 {
-		t.Errorf("got %d bytes, code %d; want 12582912 bytes, 0", n, code)
+	if code, _ := p.Wait(ctx); code != 0 || n != mib<<20 {
+		t.Errorf("got %d bytes, code %d; want %d bytes, 0", n, code, mib<<20)
 	}
 }
 
