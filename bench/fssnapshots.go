@@ -121,10 +121,11 @@ for d in $(seq 1 100); do mkdir d$d; head -c 2097152 /dev/urandom | (cd d$d && s
 	figs = append(figs, snapshotFigures("directory snapshot, 200 MiB of 16 KiB files", "the sandbox's diff", "the same shape", ours, host, floor)...)
 
 	// Create with that tree mounted, beside create without a mount,
-	// alternating; more rounds than the snapshots (a create is cheap, and a
-	// 10% margin needs more than three samples to show through the noise).
+	// alternating; more rounds than the snapshots (a create is cheap, about
+	// 0.1 s here, and a 10% margin needs many samples to show through the
+	// noise: five of each gave 0.92-1.21x in six runs).
 	var with, without []time.Duration
-	for i := range 2 * min(e.n, 8) {
+	for i := range 2 * max(12, min(e.n, 20)) {
 		o := sandboxd.CreateOptions{Image: "busybox"}
 		if i%2 == 0 {
 			o.Mounts = []sandboxd.Mount{{Image: tree, Path: "/work/tree"}}
