@@ -155,7 +155,7 @@ func (m *Manager) SnapshotFilesystem(ctx context.Context, id string, o SnapshotO
 	opened := m.clock.Now()
 	img, err := b.ImageFromDiff(ctx, base, diff, "snapshot-fs:"+id, opts)
 	if err != nil {
-		return ImageInfo{}, fmt.Errorf("snapshot filesystem of %s: %w", id, err)
+		return ImageInfo{}, m.snapshotFailed(ctx, id, fmt.Errorf("snapshot filesystem of %s: %w", id, err))
 	}
 	m.log.Info("filesystem snapshot", "sandbox_id", id, "image", img.ID, "took", m.clock.Now().Sub(start), "diff_open", opened.Sub(start),
 		"wait_durable", opts.WaitDurable)
@@ -199,11 +199,25 @@ func (m *Manager) SnapshotDirectory(ctx context.Context, id, dir string, o Snaps
 	opened := m.clock.Now()
 	img, err := b.ImageFromDir(ctx, base, diff, path.Clean(dir), "snapshot-dir:"+id+":"+path.Clean(dir), opts)
 	if err != nil {
-		return ImageInfo{}, fmt.Errorf("snapshot directory %s of %s: %w", dir, id, err)
+		return ImageInfo{}, m.snapshotFailed(ctx, id, fmt.Errorf("snapshot directory %s of %s: %w", dir, id, err))
 	}
 	m.log.Info("directory snapshot", "sandbox_id", id, "dir", dir, "image", img.ID, "took", m.clock.Now().Sub(start), "diff_open", opened.Sub(start),
 		"wait_durable", opts.WaitDurable)
 	return img, nil
+}
+
+// snapshotFailed returns err, the failure of a snapshot of sandbox id, or,
+// when the sandbox stopped running meanwhile (terminated, timed out: the
+// engine's tar then breaks off mid-stream), an ErrFailedPrecondition that
+// says so, with err's text.
+func (m *Manager) snapshotFailed(ctx context.Context, id string, err error) error {
+	if ctx.Err() != nil {
+		return err
+	}
+	if _, rerr := m.running(context.WithoutCancel(ctx), id); rerr != nil {
+		return errdefs.FailedPrecondition("sandbox %s stopped running during the snapshot (%v)", id, err)
+	}
+	return err
 }
 
 // reservedPaths are the mounts every sandbox has: no image is mounted on or
