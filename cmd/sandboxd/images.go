@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 
 	"github.com/sandboxd/sandboxd/internal/image"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
@@ -31,7 +33,7 @@ func (a imageAdapter) ImageFromDiff(ctx context.Context, base sandbox.ImageInfo,
 		return sandbox.ImageInfo{}, err
 	}
 	cfg := image.ImageConfig{Env: base.Env, Workdir: base.Workdir}
-	return a.createImage(ctx, append(digestsOf(base), d), cfg, source, o)
+	return a.imageOver(ctx, d, append(digestsOf(base), d), cfg, source, o)
 }
 
 func (a imageAdapter) ImageFromDir(ctx context.Context, base sandbox.ImageInfo, diff sandbox.RootfsDiff, dir, source string, o sandbox.ImageOptions) (sandbox.ImageInfo, error) {
@@ -39,7 +41,20 @@ func (a imageAdapter) ImageFromDir(ctx context.Context, base sandbox.ImageInfo, 
 	if err != nil {
 		return sandbox.ImageInfo{}, err
 	}
-	return a.createImage(ctx, []image.Digest{d}, image.ImageConfig{}, source, o)
+	return a.imageOver(ctx, d, []image.Digest{d}, image.ImageConfig{}, source, o)
+}
+
+// imageOver records the image of a snapshot whose new layer is d (see
+// createImage); when that fails (the call was cancelled, say), d goes
+// again unless an image uses it.
+func (a imageAdapter) imageOver(ctx context.Context, d image.Digest, layers []image.Digest, cfg image.ImageConfig, source string, o sandbox.ImageOptions) (sandbox.ImageInfo, error) {
+	info, err := a.createImage(ctx, layers, cfg, source, o)
+	if err != nil {
+		if derr := a.s.DropLayerIfUnused(context.WithoutCancel(ctx), d); derr != nil {
+			err = errors.Join(err, fmt.Errorf("drop layer %s: %w", d, derr))
+		}
+	}
+	return info, err
 }
 
 // createImage records the image of a snapshot, made of layers. With

@@ -142,7 +142,7 @@ func (s *Store) importCached(ctx context.Context, dir, key string, progress io.W
 		s.log.Warn("discarding base image cache entry", "entry", dir, "want", m.Digest, "got", d, "err", err)
 		os.RemoveAll(dir)
 		if d != "" {
-			if err := s.dropLayerIfUnused(ctx, d); err != nil {
+			if err := s.DropLayerIfUnused(ctx, d); err != nil {
 				s.log.Warn("removing the layer of a bad cache entry", "layer", d, "err", err)
 			}
 		}

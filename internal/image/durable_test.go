@@ -152,6 +152,8 @@ func TestLayerFlushFails(t *testing.T) {
 	s.beforeMark = func(Digest, error) error { return errors.New("injected write-back error") }
 	d, err := s.AddLayerFromDir(ctx, makeTree(t))
 	must(t, err)
+	_, err = s.CreateImage(ctx, []Digest{d}, ImageConfig{}, "test") // else start-up drops it
+	must(t, err)
 	for _, when := range []string{"during the flush", "after it"} {
 		if err := s.WaitDurable(ctx, d); err == nil || !strings.Contains(err.Error(), "not written to disk") {
 			t.Errorf("WaitDurable %s: got %v, want an error saying the layer is not written to disk", when, err)
@@ -279,4 +281,62 @@ func TestGroupWaitsForLateStarters(t *testing.T) {
 	<-waited
 	ended.Wait()
 	g.wait() // idle again: returns at once
+}
+
+// A layer no image uses (a crash between storing it and recording its
+// image) goes at start-up; one an image uses stays.
+func TestStartupDropsUnusedLayers(t *testing.T) {
+	s, _ := newTestStore(t, BaseConfig{})
+	ctx := context.Background()
+	used, err := s.AddLayerFromDir(ctx, makeTree(t))
+	must(t, err)
+	_, err = s.CreateImage(ctx, []Digest{used}, ImageConfig{}, "test")
+	must(t, err)
+	other := makeTree(t)
+	must(t, os.WriteFile(filepath.Join(other, "extra"), []byte("x"), 0o644))
+	unused, err := s.AddLayerFromDir(ctx, other)
+	must(t, err)
+	s.bg.wait()
+	logs := recordLogs(t, s)
+	must(t, s.Startup(ctx))
+	s.trash.wait()
+	if ok, err := s.hasLayer(ctx, used); err != nil || !ok {
+		t.Errorf("the layer an image uses: recorded %v, %v; want kept", ok, err)
+	}
+	if _, err := os.Stat(filepath.Join(s.LayerPath(used), "a/b/file")); err != nil {
+		t.Errorf("the layer an image uses: %v", err)
+	}
+	if ok, err := s.hasLayer(ctx, unused); err != nil || ok {
+		t.Errorf("the layer no image uses: recorded %v, %v; want gone", ok, err)
+	}
+	if n := storedLayers(t, s); n != 1 {
+		t.Errorf("%d layers on disk after start-up, want 1", n)
+	}
+	if want := `msg="removed a layer no image uses" layer=` + string(unused); !strings.Contains(logs.String(), want) {
+		t.Errorf("log lacks %q:\n%s", want, logs)
+	}
+}
+
+func TestDropLayerIfUnused(t *testing.T) {
+	s, _ := newTestStore(t, BaseConfig{})
+	ctx := context.Background()
+	d, err := s.AddLayerFromDir(ctx, makeTree(t))
+	must(t, err)
+	im, err := s.CreateImage(ctx, []Digest{d}, ImageConfig{}, "test")
+	must(t, err)
+	must(t, s.DropLayerIfUnused(ctx, d))
+	if ok, err := s.hasLayer(ctx, d); err != nil || !ok {
+		t.Fatalf("a layer an image uses: recorded %v, %v; want kept", ok, err)
+	}
+	must(t, s.Delete(ctx, im.ID)) // the layer goes with its image
+	d, err = s.AddLayerFromDir(ctx, makeTree(t))
+	must(t, err)
+	must(t, s.DropLayerIfUnused(ctx, d))
+	s.trash.wait()
+	if ok, err := s.hasLayer(ctx, d); err != nil || ok {
+		t.Errorf("a layer no image uses: recorded %v, %v; want gone", ok, err)
+	}
+	if n := storedLayers(t, s); n != 0 {
+		t.Errorf("%d layers on disk, want 0", n)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"context"
 	"crypto/sha256"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -259,25 +260,68 @@ func lutimesEpoch(p string) error {
 	return unix.UtimesNanoAt(unix.AT_FDCWD, p, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW)
 }
 
-// dropLayerIfUnused forgets layer d and removes its directory unless an image
-// uses it.
-func (s *Store) dropLayerIfUnused(ctx context.Context, d Digest) error {
+// DropLayerIfUnused forgets layer d and removes its files unless an image
+// uses it: for a caller that stored d but could not record the image over
+// it (a snapshot whose call was cancelled there). Had another caller just
+// stored the same layer, and not yet recorded its image, that image then
+// fails with ErrNotFound and can be retried, as with Delete.
+func (s *Store) DropLayerIfUnused(ctx context.Context, d Digest) error {
+	_, err := s.dropUnusedLayers(ctx, []Digest{d})
+	return err
+}
+
+// dropUnusedLayers forgets those of layers ds (every recorded layer when ds
+// is nil) that no image uses, removes their files, and returns them.
+func (s *Store) dropUnusedLayers(ctx context.Context, ds []Digest) ([]Digest, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer tx.Rollback()
 	used, err := usedLayers(ctx, tx)
-	if err != nil || used[d] {
-		return err
+	if err != nil {
+		return nil, err
 	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM layers WHERE digest = ?`, string(d)); err != nil {
-		return err
+	if ds == nil {
+		if ds, err = recordedLayers(ctx, tx); err != nil {
+			return nil, err
+		}
+	}
+	var gone []Digest
+	for _, d := range ds {
+		if used[d] {
+			continue
+		}
+		used[d] = true // listed twice, dropped once
+		if _, err := tx.ExecContext(ctx, `DELETE FROM layers WHERE digest = ?`, string(d)); err != nil {
+			return nil, err
+		}
+		gone = append(gone, d)
+	}
+	if len(gone) == 0 {
+		return nil, nil
 	}
 	if err := tx.Commit(); err != nil {
-		return err
+		return nil, err
 	}
-	return s.removeLayerDirs([]Digest{d})
+	return gone, s.removeLayerDirs(gone)
+}
+
+func recordedLayers(ctx context.Context, tx *sql.Tx) ([]Digest, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT digest FROM layers ORDER BY digest`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var ds []Digest
+	for rows.Next() {
+		var d string
+		if err := rows.Scan(&d); err != nil {
+			return nil, err
+		}
+		ds = append(ds, Digest(d))
+	}
+	return ds, rows.Err()
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -136,9 +137,11 @@ func (s *Store) LayerPath(d Digest) string { return filepath.Join(s.layersDir(),
 // mounts the layer images, and removes crash leftovers: everything in tmp/,
 // and layer directories and images the metadata does not know. Known layers whose directories are gone are
 // dropped from the metadata with the images that use them (logged as lost).
-// Known layers not marked durable (a crash cut their flush short) are
-// checked: kept and marked durable if intact, dropped like the lost ones
-// otherwise (see checkPending). Call it once, before the store is used.
+// Layers no image uses (a crash between storing a layer and recording its
+// image) are removed. Known layers not marked durable (a crash cut their
+// flush short) are checked: kept and marked durable if intact, dropped like
+// the lost ones otherwise (see checkPending). Call it once, before the
+// store is used.
 func (s *Store) Startup(ctx context.Context) error {
 	// Layer images still mounted by an earlier run that stopped without
 	// Close are mounted again below, from their files.
@@ -219,7 +222,20 @@ func (s *Store) Startup(ctx context.Context) error {
 			return fmt.Errorf("image startup: %w", err)
 		}
 	}
+	// Layers no image uses: those of snapshots, image builds or pulls cut
+	// off between storing a layer and recording the image (nothing is under
+	// way now).
+	unused, err := s.dropUnusedLayers(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("image startup: %w", err)
+	}
+	for _, d := range unused {
+		s.log.Info("removed a layer no image uses", "layer", d)
+	}
 	for _, d := range pending {
+		if slices.Contains(unused, d) {
+			continue
+		}
 		if err := s.checkPending(ctx, d); err != nil {
 			return fmt.Errorf("image startup: layer %s: %w", d, err)
 		}

@@ -130,7 +130,76 @@ func TestSnapshotWhileTerminated(t *testing.T) {
 	}
 	// What the store made for it is gone (the removal of a discarded
 	// image may finish just after the call).
-	tmp := filepath.Join(shared.dir, "tmp")
+	left := storeTmpFiles(t, shared.dir)
+	if len(left) > 0 {
+		t.Errorf("left in the store's tmp/: %v", left)
+	}
+}
+
+// A daemon killed in the middle of a filesystem snapshot comes back with
+// nothing half-made: no partial image listed, nothing left in tmp/, and the
+// sandbox snapshots as before.
+func TestSnapshotDaemonKilledMidway(t *testing.T) {
+	d := ownDaemon(t, uniqueOpts())
+	ctx := ctxT(t)
+	c := d.client()
+	sb, err := c.Create(ctx, sandboxd.CreateOptions{Image: "busybox", MemoryMiB: 1024})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runScript(t, sb, "mkdir /data; head -c 209715200 /dev/urandom > /data/big; echo here > /data/marker")
+	want := sums(t, sb, "/data")
+	go sb.SnapshotFilesystem(ctx, sandboxd.SnapshotOptions{}) // cut off by the kill
+	time.Sleep(60 * time.Millisecond)
+	d.kill()
+	d.restart(t)
+	c = d.client()
+	sb = c.Sandbox(sb.ID)
+
+	if left := storeTmpFiles(t, d.dir); len(left) > 0 {
+		t.Errorf("left in the store's tmp/ after the restart: %v", left)
+	}
+	// Any image the cut-off snapshot made is whole.
+	ims, err := c.ListImages(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, im := range ims {
+		if !strings.HasPrefix(im.Source, "snapshot-fs:") {
+			continue
+		}
+		t.Logf("the cut-off snapshot made %s", im.ID)
+		sb2, err := c.Create(ctx, sandboxd.CreateOptions{Image: im.ID})
+		if err != nil {
+			t.Fatalf("create from %s: %v", im.ID, err)
+		}
+		if got := sums(t, sb2, "/data"); got != want {
+			t.Errorf("image %s from the cut-off snapshot differs:\n%s", im.ID, diffLines(want, got))
+		}
+		sb2.Terminate(ctx)
+	}
+	im, err := sb.SnapshotFilesystem(ctx, sandboxd.SnapshotOptions{})
+	if err != nil {
+		t.Fatalf("snapshot after the restart: %v\n%s", err, d.logTail())
+	}
+	sb3, err := c.Create(ctx, sandboxd.CreateOptions{Image: im.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := sums(t, sb3, "/data"); got != want {
+		t.Errorf("the snapshot after the restart differs:\n%s", diffLines(want, got))
+	}
+	sb3.Terminate(ctx)
+	sb.Terminate(ctx)
+	c.DeleteImage(ctx, im.ID)
+}
+
+// storeTmpFiles lists what a snapshot under way leaves in the image store's
+// tmp/ under data dir dir (tar- and layer- files), waiting up to 5 seconds
+// for it to be gone.
+func storeTmpFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	tmp := filepath.Join(dir, "tmp")
 	var left []string
 	for deadline := time.Now().Add(5 * time.Second); ; {
 		left = left[:0]
@@ -144,11 +213,8 @@ func TestSnapshotWhileTerminated(t *testing.T) {
 			}
 		}
 		if len(left) == 0 || time.Now().After(deadline) {
-			break
+			return left
 		}
 		time.Sleep(100 * time.Millisecond)
-	}
-	if len(left) > 0 {
-		t.Errorf("left in the store's tmp/: %v", left)
 	}
 }
