@@ -150,10 +150,7 @@ func TestLayerFlushFails(t *testing.T) {
 	ctx := context.Background()
 	logs := recordLogs(t, s)
 	s.beforeMark = func(Digest, error) error { return errors.New("injected write-back error") }
-	d, err := s.AddLayerFromDir(ctx, makeTree(t))
-	must(t, err)
-	_, err = s.CreateImage(ctx, []Digest{d}, ImageConfig{}, "test") // else start-up drops it
-	must(t, err)
+	d, _ := imagedLayer(t, s, makeTree(t)) // an image: else start-up drops the layer
 	for _, when := range []string{"during the flush", "after it"} {
 		if err := s.WaitDurable(ctx, d); err == nil || !strings.Contains(err.Error(), "not written to disk") {
 			t.Errorf("WaitDurable %s: got %v, want an error saying the layer is not written to disk", when, err)
@@ -172,6 +169,26 @@ func TestLayerFlushFails(t *testing.T) {
 	if !layerDurable(t, s, d) {
 		t.Errorf("layer %s intact at start-up: got not durable, want durable", d)
 	}
+}
+
+// otherTree is makeTree's tree plus a file: another layer.
+func otherTree(t *testing.T) string {
+	t.Helper()
+	dir := makeTree(t)
+	must(t, os.WriteFile(filepath.Join(dir, "extra"), []byte("x"), 0o644))
+	return dir
+}
+
+// imagedLayer stores the tree at dir as a layer and records an image of
+// it alone.
+func imagedLayer(t *testing.T, s *Store, dir string) (Digest, Image) {
+	t.Helper()
+	ctx := context.Background()
+	d, err := s.AddLayerFromDir(ctx, dir)
+	must(t, err)
+	im, err := s.CreateImage(ctx, []Digest{d}, ImageConfig{}, "test")
+	must(t, err)
+	return d, im
 }
 
 func TestStartupChecksLayersNotDurable(t *testing.T) {
@@ -200,21 +217,13 @@ func TestStartupChecksLayersNotDurable(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			s, _ := newTestStore(t, BaseConfig{})
 			ctx := context.Background()
-			d, err := s.AddLayerFromDir(ctx, makeTree(t))
-			must(t, err)
-			im, err := s.CreateImage(ctx, []Digest{d}, ImageConfig{}, "test")
-			must(t, err)
+			d, im := imagedLayer(t, s, makeTree(t))
 			must(t, s.SetName(ctx, "kept-or-lost", im.ID))
 			// Another image, on a layer of its own, is never touched.
-			other := makeTree(t)
-			must(t, os.WriteFile(filepath.Join(other, "extra"), []byte("x"), 0o644))
-			od, err := s.AddLayerFromDir(ctx, other)
-			must(t, err)
-			oim, err := s.CreateImage(ctx, []Digest{od}, ImageConfig{}, "other")
-			must(t, err)
+			_, oim := imagedLayer(t, s, otherTree(t))
 			s.bg.wait()
 			// As a crash in the middle of d's flush leaves it.
-			_, err = s.db.Exec(`UPDATE layers SET durable = 0 WHERE digest = ?`, string(d))
+			_, err := s.db.Exec(`UPDATE layers SET durable = 0 WHERE digest = ?`, string(d))
 			must(t, err)
 			if tc.damage != nil {
 				tc.damage(t, s, d)
@@ -288,13 +297,8 @@ func TestGroupWaitsForLateStarters(t *testing.T) {
 func TestStartupDropsUnusedLayers(t *testing.T) {
 	s, _ := newTestStore(t, BaseConfig{})
 	ctx := context.Background()
-	used, err := s.AddLayerFromDir(ctx, makeTree(t))
-	must(t, err)
-	_, err = s.CreateImage(ctx, []Digest{used}, ImageConfig{}, "test")
-	must(t, err)
-	other := makeTree(t)
-	must(t, os.WriteFile(filepath.Join(other, "extra"), []byte("x"), 0o644))
-	unused, err := s.AddLayerFromDir(ctx, other)
+	used, _ := imagedLayer(t, s, makeTree(t))
+	unused, err := s.AddLayerFromDir(ctx, otherTree(t))
 	must(t, err)
 	s.bg.wait()
 	logs := recordLogs(t, s)
@@ -320,16 +324,13 @@ func TestStartupDropsUnusedLayers(t *testing.T) {
 func TestDropLayerIfUnused(t *testing.T) {
 	s, _ := newTestStore(t, BaseConfig{})
 	ctx := context.Background()
-	d, err := s.AddLayerFromDir(ctx, makeTree(t))
-	must(t, err)
-	im, err := s.CreateImage(ctx, []Digest{d}, ImageConfig{}, "test")
-	must(t, err)
+	d, im := imagedLayer(t, s, makeTree(t))
 	must(t, s.DropLayerIfUnused(ctx, d))
 	if ok, err := s.hasLayer(ctx, d); err != nil || !ok {
 		t.Fatalf("a layer an image uses: recorded %v, %v; want kept", ok, err)
 	}
 	must(t, s.Delete(ctx, im.ID)) // the layer goes with its image
-	d, err = s.AddLayerFromDir(ctx, makeTree(t))
+	d, err := s.AddLayerFromDir(ctx, makeTree(t))
 	must(t, err)
 	must(t, s.DropLayerIfUnused(ctx, d))
 	s.trash.wait()
