@@ -18,21 +18,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// mountAllowed reports whether a test that also runs without root should
-// go on to mount: as root, or in CI (where mountImage fails without root).
-func mountAllowed() bool {
-	return os.Geteuid() == 0 || os.Getenv("CI") == "true"
-}
-
-func readAll(t *testing.T, path string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 func fileSize(t *testing.T, f *os.File) int64 {
 	t.Helper()
 	st, err := f.Stat()

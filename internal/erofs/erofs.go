@@ -298,7 +298,6 @@ func (n *Node) Symlink(name, target string, m Meta) (*Node, error) {
 		return nil, err
 	}
 	c.target = target
-	c.links = 1
 	n.dir.add(name, c)
 	return c, nil
 }
@@ -328,7 +327,6 @@ func (n *Node) Mknod(name string, m Meta, rdev uint64) (*Node, error) {
 		return nil, err
 	}
 	c.u = u
-	c.links = 1
 	n.dir.add(name, c)
 	return c, nil
 }
@@ -414,7 +412,6 @@ func (w *Writer) Create(parent *Node, name string, m Meta, size int64, write fun
 		w.dataEnd = max(w.dataEnd, off+size)
 	}
 	c.size = size
-	c.links = 1
 	parent.dir.add(name, c)
 	return c, off, nil
 }
@@ -456,13 +453,12 @@ func (w *Writer) AddData(parent *Node, name string, m Meta, size int64, off int6
 		w.dataEnd = max(w.dataEnd, off+size)
 	}
 	c.size = size
-	c.links = 1
 	parent.dir.add(name, c)
 	return c, nil
 }
 
 // newChild checks that name can be added to n and returns a new node of
-// type typ with metadata m (not yet added).
+// type typ with metadata m (not yet added; one link unless a directory).
 func (n *Node) newChild(name string, m Meta, typ uint32) (*Node, error) {
 	if err := n.canAdd(name); err != nil {
 		return nil, err
@@ -475,6 +471,9 @@ func (n *Node) newChild(name string, m Meta, typ uint32) (*Node, error) {
 		return nil, fmt.Errorf("%q: %w", name, err)
 	}
 	c := &Node{w: n.w, mode: typ}
+	if typ != unix.S_IFDIR {
+		c.links = 1 // a directory's count comes from its subdirectories
+	}
 	n.w.nodes++
 	c.setMeta(m, xa)
 	return c, nil

@@ -128,14 +128,7 @@ func checkTree(t *testing.T, mnt string, specs []spec) {
 		checkXattrs(t, p, m.Xattrs)
 	}
 	for dir, names := range children {
-		ents, err := os.ReadDir(filepath.Join(mnt, dir))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var got []string
-		for _, e := range ents {
-			got = append(got, e.Name())
-		}
+		got := dirNames(t, filepath.Join(mnt, dir))
 		slices.Sort(names)
 		if !slices.Equal(got, names) {
 			t.Errorf("readdir %q: %d entries %q, want %d %q", dir, len(got), got, len(names), names)
@@ -380,15 +373,7 @@ func testLargeDir(t *testing.T, bits uint8) {
 			t.Errorf("lstat absent %q: %v", n, err)
 		}
 	}
-	ents, err := os.ReadDir(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for _, e := range ents {
-		got = append(got, e.Name())
-	}
-	if !slices.Equal(got, sorted) {
+	if got := dirNames(t, p); !slices.Equal(got, sorted) {
 		t.Errorf("readdir: %d entries, want %d", len(got), len(sorted))
 	}
 	// getdents order is the on-disk order: sorted, "." and ".." included.

@@ -324,3 +324,32 @@ func (r *imageReader) lookup(p string) rinode {
 	}
 	return in
 }
+
+// mountAllowed reports whether a test that also runs without root should
+// go on to mount: as root, or in CI (where mountImage fails without root).
+func mountAllowed() bool {
+	return os.Geteuid() == 0 || os.Getenv("CI") == "true"
+}
+
+func readAll(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// dirNames returns the names in directory dir, as readdir gives them.
+func dirNames(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	return names
+}

@@ -65,17 +65,7 @@ func testOverlay(t *testing.T, bits uint8) {
 		}
 	})
 
-	names := func(dir string) []string {
-		ents, err := os.ReadDir(filepath.Join(merged, dir))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var s []string
-		for _, e := range ents {
-			s = append(s, e.Name())
-		}
-		return s
-	}
+	names := func(dir string) []string { return dirNames(t, filepath.Join(merged, dir)) }
 	if got, want := names(""), []string{"d", "keep", "new", "t"}; !slices.Equal(got, want) {
 		t.Errorf("merged root: %q, want %q", got, want)
 	}

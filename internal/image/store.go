@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -158,6 +157,16 @@ func (s *Store) Startup(ctx context.Context) error {
 		}
 	}
 	s.chooseFormat()
+	// Layers no image uses go first, unmounted and unchecked: those of
+	// snapshots, image builds or pulls cut off between storing a layer and
+	// recording the image (nothing is under way now).
+	unused, err := s.dropUnusedLayers(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("image startup: %w", err)
+	}
+	for _, d := range unused {
+		s.log.Info("removed a layer no image uses", "layer", d)
+	}
 	known := map[string]bool{} // hex -> durable
 	rows, err := s.db.QueryContext(ctx, `SELECT digest, durable FROM layers`)
 	if err != nil {
@@ -222,20 +231,7 @@ func (s *Store) Startup(ctx context.Context) error {
 			return fmt.Errorf("image startup: %w", err)
 		}
 	}
-	// Layers no image uses: those of snapshots, image builds or pulls cut
-	// off between storing a layer and recording the image (nothing is under
-	// way now).
-	unused, err := s.dropUnusedLayers(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("image startup: %w", err)
-	}
-	for _, d := range unused {
-		s.log.Info("removed a layer no image uses", "layer", d)
-	}
 	for _, d := range pending {
-		if slices.Contains(unused, d) {
-			continue
-		}
 		if err := s.checkPending(ctx, d); err != nil {
 			return fmt.Errorf("image startup: layer %s: %w", d, err)
 		}

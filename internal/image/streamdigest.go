@@ -206,15 +206,9 @@ func (d *streamDigest) write(tw *tar.Writer, it digestItem, buf []byte) error {
 				return fmt.Errorf("%s: not written whole", it.hdr.Name)
 			}
 		}
-		n, err := unix.Pread(it.fd, buf[:min(int64(len(buf)), avail-off)], it.base+off)
-		if err == unix.EINTR {
-			continue
-		}
+		n, err := readBack(it, buf[:min(int64(len(buf)), avail-off)], it.base+off)
 		if err != nil {
-			return &os.PathError{Op: "read back", Path: it.hdr.Name, Err: err}
-		}
-		if n == 0 {
-			return fmt.Errorf("%s: shorter than written", it.hdr.Name)
+			return err
 		}
 		if _, err := tw.Write(buf[:n]); err != nil {
 			return err
@@ -222,6 +216,23 @@ func (d *streamDigest) write(tw *tar.Writer, it digestItem, buf []byte) error {
 		off += int64(n)
 	}
 	return nil
+}
+
+// readBack reads the contents of it from off in it.fd's file into b: at least
+// one byte, else an error (the file is shorter than what was written).
+func readBack(it digestItem, b []byte, off int64) (int, error) {
+	for {
+		n, err := unix.Pread(it.fd, b, off)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return 0, &os.PathError{Op: "read back", Path: it.hdr.Name, Err: err}
+		case n == 0:
+			return 0, fmt.Errorf("%s: shorter than written", it.hdr.Name)
+		}
+		return n, nil
+	}
 }
 
 // window is what the hash goroutine has read ahead of a layer image (see
@@ -244,15 +255,9 @@ func (w *window) hash(tw *tar.Writer, it digestItem) error {
 	at, size := it.base, it.hdr.Size
 	for size > 0 {
 		if at < w.off || at >= w.off+int64(w.n) {
-			n, err := unix.Pread(it.fd, w.b, at)
-			if err == unix.EINTR {
-				continue
-			}
+			n, err := readBack(it, w.b, at)
 			if err != nil {
-				return &os.PathError{Op: "read back", Path: it.hdr.Name, Err: err}
-			}
-			if n == 0 {
-				return fmt.Errorf("%s: shorter than written", it.hdr.Name)
+				return err
 			}
 			w.off, w.n = at, n
 		}

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"path"
 	"regexp"
-	"sort"
 	"strings"
 	"time"
 
@@ -212,16 +211,6 @@ func hasTags(have, want map[string]string) bool {
 		}
 	}
 	return true
-}
-
-// envList renders a map as sorted K=V strings.
-func envList(m map[string]string) []string {
-	out := make([]string, 0, len(m))
-	for k, v := range m {
-		out = append(out, k+"="+v)
-	}
-	sort.Strings(out)
-	return out
 }
 
 func mustJSON(v any) string {
